@@ -1,0 +1,168 @@
+"""The one place that builds Switchboard: store, Matrix gateway, services, bot and both web apps."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+from aiohttp import web
+from mautrix.appservice import AppServiceAPI
+from mautrix.types import UserID
+
+from bridge.model import Presence, RoutingSettings
+from bridge.services.advisors import AdvisorService
+from bridge.services.conversations import ConversationService
+from bridge.services.presenter import Presenter
+from bridge.services.queue import QueueService
+from web_portal.app import PortalSettings, create_app
+from web_portal.hub import VisitorHub
+
+from .commands import CommandRegistry
+from .commands import desk as desk_commands
+from .config import Config
+from .db import AppserviceLog, SqlStore, close_database, open_database
+from .events import MatrixEventHandler
+from .matrix_gateway import MautrixGateway, MemoryASStateStore
+from .transactions import AppserviceEndpoint
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+
+
+class WallClock:
+    def now(self) -> float:
+        return time.time()
+
+
+class Switchboard:
+    """Everything wired together; ``await start()``, then ``await stop()``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._runners: list[web.AppRunner] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._db = None
+
+    async def start(self) -> None:
+        config = self.config
+        self._db = await open_database(config.database_url)
+        self.store = SqlStore(self._db)
+        self._http = aiohttp.ClientSession()
+        api = AppServiceAPI(
+            base_url=config.homeserver.address,
+            bot_mxid=UserID(config.bot_mxid),
+            token=config.appservice.as_token,
+            log=logging.getLogger("mau.as"),  # type: ignore[arg-type]
+            state_store=MemoryASStateStore(),
+            client_session=self._http,
+        )
+        self.gateway = MautrixGateway(config, api)
+        self.hub = VisitorHub()
+        clock = WallClock()
+        topics = config.portal.topics
+        presenter = Presenter(self.store, self.hub, topics)
+        self.queue = QueueService(
+            self.store, self.gateway, presenter, clock,
+            RoutingSettings(config.routing.capacity, config.routing.invite_timeout),
+        )
+        self.conversations = ConversationService(
+            self.store, self.gateway, self.hub, presenter, self.queue, clock, topics
+        )
+        self.advisors = AdvisorService(self.store, self.queue)
+        commands = CommandRegistry()
+        desk_commands.register(
+            commands, self.advisors, self.conversations,
+            default_capacity=config.routing.capacity,
+            welcome_advisor=self.welcome_advisor,
+            open_conversations=self.store.open_conversations,
+        )
+        events = MatrixEventHandler(config, self.gateway, self.conversations, self.advisors, commands)
+        self.endpoint = AppserviceEndpoint(config.appservice.hs_token, AppserviceLog(self._db), events)
+        portal = create_app(
+            self.conversations,
+            self.hub,
+            PortalSettings(
+                public_url=config.portal.public_url,
+                allowed_origins=config.portal.allowed_origins,
+                org_name=config.portal.org_name,
+                topics=topics,
+                trusted_proxies=config.portal.trusted_proxies,
+                starts_per_minute=config.portal.starts_per_minute,
+                secret=config.portal.secret,
+            ),
+        )
+        await self._serve(self.endpoint.app(), config.appservice.hostname, config.appservice.port)
+        await self._serve(portal, config.portal.hostname, config.portal.port)
+        await self._prepare_bot()
+        self._ticker = asyncio.create_task(self._tick_forever())
+        log.info(
+            "Switchboard is running: portal %s, appservice endpoint %s:%d",
+            config.portal.public_url, config.appservice.hostname, config.appservice.port,
+        )
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self._runners.append(runner)
+
+    async def _prepare_bot(self) -> None:
+        bot = self.gateway.bot
+        await bot.ensure_registered()
+        try:
+            await bot.set_displayname(self.config.appservice.bot_displayname)
+        except Exception:
+            log.warning("could not set the bot's display name", exc_info=True)
+        try:
+            # resets the homeserver's back-off if earlier pushes to us failed
+            await bot.appservice_ping(self.config.appservice.id)
+        except Exception as e:
+            log.warning("the homeserver could not reach our appservice endpoint: %s", e)
+
+    async def welcome_advisor(self, mxid: str) -> None:
+        """A direct chat with the new advisor, so they can talk to the bot (and we see their
+        presence, which the homeserver only shares with users who share a room)."""
+        bot = self.gateway.bot
+        room_id = await bot.create_room(
+            is_direct=True, invitees=[UserID(mxid)], name="Switchboard"
+        )
+        await bot.state_store.joined(room_id, bot.mxid)
+        await self.advisors.set_control_room(mxid, room_id)  # type: ignore[arg-type]
+        await bot.send_notice(
+            room_id,
+            "You are now a Switchboard advisor. Type !available to start receiving visitors, "
+            "!away to stop, and !help for everything else. Visitors arrive as room invites.",
+        )
+        try:
+            presence = await bot.get_presence(UserID(mxid))
+            await self.advisors.presence_changed(mxid, Presence(presence.presence.value))
+        except Exception:
+            log.debug("presence of %s not known yet", mxid, exc_info=True)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                await self.conversations.tick()
+            except Exception:
+                log.warning("housekeeping failed; retrying in %.0fs", TICK_SECONDS, exc_info=True)
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self._http is not None:
+            await self._http.close()
+        if self._db is not None:
+            await close_database(self._db)
+            self._db = None

@@ -1,0 +1,61 @@
+"""Switchboard's persistence: alembic-migrated SQLite or PostgreSQL behind mautrix's async_db.
+
+``open_database(url)`` migrates the database to the newest revision, then returns a started
+mautrix ``Database``; build :class:`SqlStore` and :class:`AppserviceLog` on it, and call
+``close_database`` at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mautrix.util.async_db import Database
+
+from . import migrate
+from .store import SqlStore
+from .txnlog import AppserviceLog
+from .url import DatabaseUrl, parse_database_url
+
+__all__ = [
+    "AppserviceLog",
+    "DatabaseUrl",
+    "SqlStore",
+    "close_database",
+    "open_database",
+    "parse_database_url",
+]
+
+log = logging.getLogger("switchboard.db")
+
+
+async def open_database(
+    url: str,
+    *,
+    db_args: dict[str, Any] | None = None,
+    logger: logging.Logger | None = None,
+) -> Database:
+    """Migrate the database at ``url`` to the newest revision and return it started.
+
+    Args:
+        url: ``sqlite:///abs/path.db``, ``sqlite:relative.db``, or
+            ``postgres[ql]://user@host:port/db[?search_path=schema]``.
+        db_args: Overrides of the pool options mautrix passes on (asyncpg ``min_size``,
+            ``max_size``…), like mautrix bridges' ``database_opts``.
+        logger: Where mautrix logs queries (``mau.db`` by default).
+
+    SQLite connections run in WAL mode with a busy timeout and foreign keys on; a PostgreSQL
+    ``search_path`` is set on every pooled connection.
+    """
+    db_url = parse_database_url(url)
+    log.debug("Migrating the %s database to the newest revision", db_url.dialect)
+    await migrate.upgrade(url)
+    args = {**db_url.mautrix_db_args(), **(db_args or {})}
+    db = Database.create(db_url.mautrix_url, db_args=args, log=logger)
+    await db.start()
+    return db
+
+
+async def close_database(db: Database) -> None:
+    """Close every connection of a database returned by :func:`open_database`."""
+    await db.stop()

@@ -1,0 +1,404 @@
+"""The :class:`bridge.ports.Store` port on SQLite or PostgreSQL, through mautrix's async_db.
+
+SQL is written by hand in mautrix-telegram's style: a ``columns`` constant per table, ``$1``
+parameters (mautrix rewrites them for SQLite), and a ``_from_row`` per type that returns the
+plain dataclasses of :mod:`bridge.model`. The schema belongs to alembic (``alembic/versions``).
+
+Grouping: mautrix's ``Database.acquire`` keeps the acquired connection in a context variable, so
+every call made inside ``async with store.transaction():`` runs on the transaction's connection
+and commits (or rolls back) with it. A nested ``transaction()`` is a savepoint on PostgreSQL and
+joins the outer transaction on SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mautrix.util.async_db import Connection, Database, Scheme
+
+from bridge.model import (
+    Advisor,
+    AdvisorMxid,
+    Conversation,
+    ConversationId,
+    ConversationStatus,
+    EventId,
+    Message,
+    MessageId,
+    Presence,
+    RoomId,
+    Sender,
+    Visitor,
+    VisitorId,
+)
+
+Row = Any  # sqlite3.Row or asyncpg.Record: both are read by column name
+
+VISITOR_COLUMNS = "id, name, email, created_at"
+CONVERSATION_COLUMNS = (
+    "id, visitor_id, topic, status, created_at, queued_at, puppet, room_id, advisor, "
+    "invite_deadline, skipped, read_up_to, ended_at, ended_by"
+)
+MESSAGE_COLUMNS = (
+    "id, conversation_id, seq, sender, author, body, ts, client_id, event_id, txn_id, delivered"
+)
+ADVISOR_COLUMNS = "mxid, available, presence, capacity, display_name, control_room"
+
+# How often add_message recomputes ``seq`` after losing a race for it. On PostgreSQL the
+# conversation row lock makes losing impossible for writers that go through this class; the
+# loop is the safety net for anything else that inserts messages.
+SEQ_ATTEMPTS = 5
+
+
+def _visitor_from_row(row: Row) -> Visitor:
+    return Visitor(
+        id=VisitorId(row["id"]),
+        name=row["name"],
+        email=row["email"],
+        created_at=row["created_at"],
+    )
+
+
+def _conversation_from_row(row: Row) -> Conversation:
+    return Conversation(
+        id=ConversationId(row["id"]),
+        visitor_id=VisitorId(row["visitor_id"]),
+        topic=row["topic"],
+        status=ConversationStatus(row["status"]),
+        created_at=row["created_at"],
+        queued_at=row["queued_at"],
+        puppet=row["puppet"],
+        room_id=row["room_id"],
+        advisor=row["advisor"],
+        invite_deadline=row["invite_deadline"],
+        skipped=tuple(AdvisorMxid(m) for m in json.loads(row["skipped"])),
+        read_up_to=row["read_up_to"],
+        ended_at=row["ended_at"],
+        ended_by=Sender(row["ended_by"]) if row["ended_by"] is not None else None,
+    )
+
+
+def _conversation_params(c: Conversation) -> tuple[Any, ...]:
+    return (
+        c.id,
+        c.visitor_id,
+        c.topic,
+        c.status.value,
+        float(c.created_at),
+        float(c.queued_at),
+        c.puppet,
+        c.room_id,
+        c.advisor,
+        None if c.invite_deadline is None else float(c.invite_deadline),
+        json.dumps(list(c.skipped)),
+        c.read_up_to,
+        None if c.ended_at is None else float(c.ended_at),
+        c.ended_by.value if c.ended_by is not None else None,
+    )
+
+
+def _message_from_row(row: Row) -> Message:
+    return Message(
+        id=MessageId(row["id"]),
+        conversation_id=ConversationId(row["conversation_id"]),
+        seq=row["seq"],
+        sender=Sender(row["sender"]),
+        author=row["author"],
+        body=row["body"],
+        ts=row["ts"],
+        client_id=row["client_id"],
+        event_id=row["event_id"],
+        txn_id=row["txn_id"],
+        delivered=bool(row["delivered"]),  # SQLite hands back 0/1
+    )
+
+
+def _advisor_from_row(row: Row) -> Advisor:
+    return Advisor(
+        mxid=AdvisorMxid(row["mxid"]),
+        available=bool(row["available"]),
+        presence=Presence(row["presence"]),
+        capacity=row["capacity"],
+        display_name=row["display_name"],
+        control_room=row["control_room"],
+    )
+
+
+@asynccontextmanager
+async def transaction_connection(db: Database) -> AsyncIterator[Connection]:
+    """A connection in a transaction, published to mautrix's context variable.
+
+    Calls through ``db`` inside the block reuse it (``Database.acquire`` looks there first), so
+    they commit or roll back together; inside another transaction this nests (a savepoint on
+    PostgreSQL, a no-op on SQLite).
+    """
+    conn: Connection  # mautrix annotates acquire() as returning the connection itself
+    async with db.acquire() as conn, conn.transaction():
+        yield conn
+
+
+class SqlStore:
+    """:class:`bridge.ports.Store` on a started mautrix ``Database`` (see ``open_database``).
+
+    Args:
+        db: The started database; the caller owns its lifetime.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._postgres = db.scheme in (Scheme.POSTGRES, Scheme.COCKROACH)
+        # Python sorts str by code point; so does SQLite's BINARY collation, and PostgreSQL's
+        # only with "C" (the database default may be a locale that ignores case and punctuation).
+        self._by_code_point = ' COLLATE "C"' if self._postgres else ""
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """Group the store calls made inside into one commit; roll all back if the body raises.
+
+        Holds one connection until the block ends, so run the calls inside one after another
+        (no ``gather``: a connection does one query at a time). On SQLite it is the only
+        connection: work inside must not wait for a task that uses the store on its own.
+        """
+        async with transaction_connection(self.db):
+            yield
+
+    # visitors
+
+    async def add_visitor(self, visitor: Visitor, session_hash: str) -> None:
+        """Insert (or update) the visitor and bind the session to them."""
+        async with self.transaction():
+            await self.db.execute(
+                f"INSERT INTO visitors ({VISITOR_COLUMNS}) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email, "
+                "created_at = excluded.created_at",
+                visitor.id,
+                visitor.name,
+                visitor.email,
+                float(visitor.created_at),
+            )
+            await self.db.execute(
+                "INSERT INTO visitor_sessions (session_hash, visitor_id) VALUES ($1, $2) "
+                "ON CONFLICT (session_hash) DO UPDATE SET visitor_id = excluded.visitor_id",
+                session_hash,
+                visitor.id,
+            )
+
+    async def visitor_by_session(self, session_hash: str) -> Visitor | None:
+        row = await self.db.fetchrow(
+            "SELECT v.id, v.name, v.email, v.created_at FROM visitor_sessions s "
+            "JOIN visitors v ON v.id = s.visitor_id WHERE s.session_hash = $1",
+            session_hash,
+        )
+        return _visitor_from_row(row) if row else None
+
+    async def get_visitor(self, visitor_id: VisitorId) -> Visitor | None:
+        row = await self.db.fetchrow(
+            f"SELECT {VISITOR_COLUMNS} FROM visitors WHERE id = $1", visitor_id
+        )
+        return _visitor_from_row(row) if row else None
+
+    # conversations
+
+    async def add_conversation(self, conversation: Conversation) -> bool:
+        """Insert; False (and nothing written) if the visitor already has an open one.
+
+        The partial unique index ``uq_conversations_open_visitor`` settles races between
+        processes; ``NOT EXISTS`` also refuses an (odd) already-ended newcomer, as the
+        reference store does.
+        """
+        row = await self.db.fetchrow(
+            f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
+            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 "
+            "WHERE NOT EXISTS (SELECT 1 FROM conversations "
+            "                  WHERE visitor_id = $2 AND status <> 'ended') "
+            "ON CONFLICT (visitor_id) WHERE status <> 'ended' DO NOTHING "
+            "RETURNING id",
+            *_conversation_params(conversation),
+        )
+        return row is not None
+
+    async def save_conversation(self, conversation: Conversation) -> None:
+        """Insert or overwrite every field of the conversation."""
+        updates = ", ".join(
+            f"{col} = excluded.{col}" for col in CONVERSATION_COLUMNS.split(", ")[1:]
+        )
+        await self.db.execute(
+            f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}",
+            *_conversation_params(conversation),
+        )
+
+    async def get_conversation(self, conversation_id: ConversationId) -> Conversation | None:
+        row = await self.db.fetchrow(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1", conversation_id
+        )
+        return _conversation_from_row(row) if row else None
+
+    async def conversation_by_room(self, room_id: RoomId) -> Conversation | None:
+        row = await self.db.fetchrow(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE room_id = $1", room_id
+        )
+        return _conversation_from_row(row) if row else None
+
+    async def latest_conversation(self, visitor_id: VisitorId) -> Conversation | None:
+        row = await self.db.fetchrow(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = $1 "
+            "ORDER BY created_at DESC LIMIT 1",
+            visitor_id,
+        )
+        return _conversation_from_row(row) if row else None
+
+    async def open_conversations(self) -> list[Conversation]:
+        """Every conversation not ended, oldest first (ties broken by id)."""
+        rows = await self.db.fetch(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status <> 'ended' "
+            f"ORDER BY created_at, id{self._by_code_point}"
+        )
+        return [_conversation_from_row(row) for row in rows]
+
+    # messages
+
+    async def add_message(self, message: Message) -> tuple[Message, bool]:
+        """Append with the next ``seq`` of its conversation (``message.seq`` is ignored).
+
+        Idempotent: if the conversation already has a message with this ``client_id``, or any
+        conversation one with this ``event_id`` (or this very ``id``), that one is returned with
+        ``False``. ``seq`` is computed inside the INSERT; on PostgreSQL the conversation row is
+        locked first so concurrent appends queue up instead of colliding. The conversation must
+        exist (foreign key).
+        """
+        async with transaction_connection(self.db) as conn:
+            if self._postgres:
+                await conn.execute(
+                    "SELECT 1 FROM conversations WHERE id = $1 FOR NO KEY UPDATE",
+                    message.conversation_id,
+                )
+            for _ in range(SEQ_ATTEMPTS):
+                row = await conn.fetchrow(
+                    f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, "
+                    "(SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation_id = $2),"
+                    " $3, $4, $5, $6, $7, $8, $9, $10) "
+                    f"ON CONFLICT DO NOTHING RETURNING {MESSAGE_COLUMNS}",
+                    message.id,
+                    message.conversation_id,
+                    message.sender.value,
+                    message.author,
+                    message.body,
+                    float(message.ts),
+                    message.client_id,
+                    message.event_id,
+                    message.txn_id,
+                    message.delivered,
+                )
+                if row is not None:
+                    return _message_from_row(row), True
+                existing = await conn.fetchrow(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages "
+                    "WHERE (conversation_id = $1 AND client_id = $2) OR event_id = $3 OR id = $4 "
+                    "ORDER BY CASE WHEN conversation_id = $1 THEN 0 ELSE 1 END, seq LIMIT 1",
+                    message.conversation_id,
+                    message.client_id,
+                    message.event_id,
+                    message.id,
+                )
+                if existing is not None:
+                    return _message_from_row(existing), False
+                # Nothing matched: we lost the race for this seq to another writer. Again.
+        raise RuntimeError(
+            f"could not append to conversation {message.conversation_id} "
+            f"after {SEQ_ATTEMPTS} attempts"
+        )
+
+    async def messages(self, conversation_id: ConversationId, since: int = 0) -> list[Message]:
+        """The conversation's messages with ``seq > since``, in order."""
+        rows = await self.db.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 "
+            "ORDER BY seq",
+            conversation_id,
+            since,
+        )
+        return [_message_from_row(row) for row in rows]
+
+    async def message_by_event(self, event_id: EventId) -> Message | None:
+        row = await self.db.fetchrow(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE event_id = $1", event_id
+        )
+        return _message_from_row(row) if row else None
+
+    async def mark_delivered(self, message_id: MessageId, event_id: EventId) -> None:
+        """Record that the message reached the other side as ``event_id``."""
+        await self.db.execute(
+            "UPDATE messages SET delivered = TRUE, event_id = $2 WHERE id = $1",
+            message_id,
+            event_id,
+        )
+
+    async def undelivered_messages(self, conversation_id: ConversationId) -> list[Message]:
+        rows = await self.db.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND NOT delivered "
+            "ORDER BY seq",
+            conversation_id,
+        )
+        return [_message_from_row(row) for row in rows]
+
+    async def conversations_with_undelivered(self) -> set[ConversationId]:
+        rows = await self.db.fetch(
+            "SELECT DISTINCT conversation_id FROM messages WHERE NOT delivered"
+        )
+        return {ConversationId(row["conversation_id"]) for row in rows}
+
+    # advisors
+
+    async def save_advisor(self, advisor: Advisor) -> None:
+        """Insert or overwrite every field of the advisor."""
+        updates = ", ".join(f"{col} = excluded.{col}" for col in ADVISOR_COLUMNS.split(", ")[1:])
+        await self.db.execute(
+            f"INSERT INTO advisors ({ADVISOR_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
+            f"ON CONFLICT (mxid) DO UPDATE SET {updates}",
+            advisor.mxid,
+            advisor.available,
+            advisor.presence.value,
+            advisor.capacity,
+            advisor.display_name,
+            advisor.control_room,
+        )
+
+    async def get_advisor(self, mxid: AdvisorMxid) -> Advisor | None:
+        row = await self.db.fetchrow(
+            f"SELECT {ADVISOR_COLUMNS} FROM advisors WHERE mxid = $1", mxid
+        )
+        return _advisor_from_row(row) if row else None
+
+    async def remove_advisor(self, mxid: AdvisorMxid) -> bool:
+        """Delete the advisor; False if there was none."""
+        removed = await self.db.fetchval(
+            "DELETE FROM advisors WHERE mxid = $1 RETURNING mxid", mxid
+        )
+        return removed is not None
+
+    async def advisors(self) -> list[Advisor]:
+        """Every advisor, ordered by mxid (code point order, as Python sorts)."""
+        rows = await self.db.fetch(
+            f"SELECT {ADVISOR_COLUMNS} FROM advisors ORDER BY mxid{self._by_code_point}"
+        )
+        return [_advisor_from_row(row) for row in rows]
+
+    # settings
+
+    async def get_setting(self, key: str) -> str | None:
+        value: str | None = await self.db.fetchval(
+            "SELECT value FROM settings WHERE key = $1", key
+        )
+        return value
+
+    async def set_setting(self, key: str, value: str) -> None:
+        await self.db.execute(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key,
+            value,
+        )

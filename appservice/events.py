@@ -1,0 +1,167 @@
+"""Matrix events from the homeserver, turned into calls on the core's services.
+
+Every field of an event is checked before use: a malformed event is ignored (and logged), never
+allowed to raise, so it cannot block the homeserver's transaction queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bridge.model import AdvisorMxid, EventId, Presence, RoomId
+from bridge.services.advisors import AdvisorService
+from bridge.services.conversations import ConversationService
+
+from .commands import CommandContext, CommandRegistry, Role
+from .config import Config
+from .matrix_gateway import MautrixGateway
+
+log = logging.getLogger(__name__)
+
+RELAYED_MSGTYPES = {"m.text", "m.emote"}
+PRESENCE = {p.value: p for p in Presence}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class MatrixEventHandler:
+    def __init__(
+        self,
+        config: Config,
+        gateway: MautrixGateway,
+        conversations: ConversationService,
+        advisors: AdvisorService,
+        commands: CommandRegistry,
+    ) -> None:
+        self._config = config
+        self._gateway = gateway
+        self._conversations = conversations
+        self._advisors = advisors
+        self._commands = commands
+        self._puppet_prefix = f"@{config.appservice.user_prefix}"
+
+    def _ours(self, user_id: str) -> bool:
+        """The bot or one of our puppets: their events are echoes of what we sent."""
+        return user_id == self._config.bot_mxid or (
+            user_id.startswith(self._puppet_prefix)
+            and user_id.endswith(f":{self._config.homeserver.domain}")
+        )
+
+    async def handle(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            return
+        kind, room_id, sender = (_str(event.get(k)) for k in ("type", "room_id", "sender"))
+        content = event.get("content")
+        if not kind or not room_id or not sender or not isinstance(content, dict):
+            log.debug("ignoring malformed event %r", event.get("event_id"))
+            return
+        if kind == "m.room.member":
+            await self._member(RoomId(room_id), sender, _str(event.get("state_key")), content)
+        elif kind == "m.room.message" and not self._ours(sender):
+            event_id = _str(event.get("event_id"))
+            ts = event.get("origin_server_ts")
+            ts = ts / 1000 if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
+            if event_id:
+                await self._message(RoomId(room_id), sender, EventId(event_id), content, ts)
+
+    async def _member(
+        self, room_id: RoomId, sender: str, target: str | None, content: dict[str, Any]
+    ) -> None:
+        membership = _str(content.get("membership"))
+        if not target or not membership:
+            return
+        if target == self._config.bot_mxid:
+            if membership == "invite" and not self._ours(sender):
+                await self._accept_invite(room_id, sender)
+            return
+        if self._ours(target):
+            return
+        advisor = AdvisorMxid(target)
+        if membership == "join":
+            name = _str(content.get("displayname"))
+            if name:
+                await self._advisors.set_display_name(target, name[:100])
+            await self._conversations.advisor_joined(room_id, advisor)
+        elif membership in ("leave", "ban"):
+            await self._conversations.advisor_left(room_id, advisor)
+
+    async def _accept_invite(self, room_id: RoomId, inviter: str) -> None:
+        """Anyone may open a direct chat with the bot; commands check who may do what."""
+        try:
+            await self._gateway.bot.join_room_by_id(room_id)
+        except Exception:
+            log.warning("could not join %s after an invite from %s", room_id, inviter, exc_info=True)
+            return
+        if await self._advisors.get(inviter) is not None:
+            await self._advisors.set_control_room(inviter, room_id)
+        await self._gateway.bot.send_notice(
+            room_id, "Hello! I am the Switchboard bot. Type !help for what I can do for you."
+        )
+
+    async def _message(
+        self, room_id: RoomId, sender: str, event_id: EventId, content: dict[str, Any],
+        ts: float | None,
+    ) -> None:
+        body = _str(content.get("body"))
+        msgtype = _str(content.get("msgtype"))
+        if body is None or msgtype is None:
+            return
+        relates = content.get("m.relates_to")
+        if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
+            return  # edits: the visitor already has the original
+        conversation = await self._conversations.conversation_in(room_id)
+        if msgtype == "m.text" and body.startswith("!"):
+            await self._command(room_id, sender, body, conversation)
+            return
+        if conversation is None or msgtype not in RELAYED_MSGTYPES:
+            return
+        advisor = await self._advisors.get(sender)
+        author = advisor.name if advisor else sender.lstrip("@").split(":", 1)[0]
+        text = f"* {author} {body}" if msgtype == "m.emote" else body
+        await self._conversations.advisor_message(
+            room_id, AdvisorMxid(sender), author, event_id, text[:20000], ts or 0.0
+        )
+
+    async def _command(self, room_id: RoomId, sender: str, body: str, conversation: Any) -> None:
+        advisor = await self._advisors.get(sender)
+        role = (
+            Role.ADMIN if sender in self._config.admins
+            else Role.ADVISOR if advisor is not None
+            else Role.ANYONE
+        )
+
+        async def reply(text: str) -> None:
+            await self._gateway.bot.send_notice(room_id, text)
+
+        await self._commands.run(
+            body.strip(),
+            CommandContext(sender, room_id, [], role, advisor, conversation, reply),
+        )
+
+    async def handle_ephemeral(self, event: Any) -> None:
+        """Typing, receipts and presence: hints that are never the only record of anything."""
+        if not isinstance(event, dict) or not isinstance(event.get("content"), dict):
+            return
+        kind, content = event.get("type"), event["content"]
+        room_id = _str(event.get("room_id"))
+        if kind == "m.typing" and room_id:
+            users = content.get("user_ids")
+            if isinstance(users, list):
+                typing = [u for u in users if isinstance(u, str) and not self._ours(u)]
+                await self._conversations.advisor_typing(RoomId(room_id), typing)
+        elif kind == "m.receipt" and room_id:
+            for event_id, receipts in content.items():
+                readers = receipts.get("m.read") if isinstance(receipts, dict) else None
+                if isinstance(readers, dict) and isinstance(event_id, str):
+                    for reader in readers:
+                        if isinstance(reader, str) and not self._ours(reader):
+                            await self._conversations.advisor_read(
+                                RoomId(room_id), reader, EventId(event_id)
+                            )
+        elif kind == "m.presence":
+            sender, state = _str(event.get("sender")), PRESENCE.get(content.get("presence"))
+            if sender and state and not self._ours(sender):
+                await self._advisors.presence_changed(sender, state)

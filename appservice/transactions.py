@@ -1,0 +1,119 @@
+"""The appservice endpoint the homeserver pushes to, with durable idempotency.
+
+Unlike mautrix's default handler, a transaction is acknowledged only after its events are
+handled and recorded: a failure answers 500, and the homeserver retries it. Events already
+handled (by event id) are skipped on the retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from typing import Any, Protocol
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+MAX_TRANSACTION_BYTES = 16 * 1024 * 1024  # Synapse sends up to ~6.4 MiB
+
+
+class TransactionLog(Protocol):
+    async def transaction_done(self, txn_id: str) -> bool: ...
+    async def mark_transaction(self, txn_id: str) -> None: ...
+    async def event_handled(self, event_id: str) -> bool: ...
+    async def mark_event(self, event_id: str) -> None: ...
+
+
+class EventSink(Protocol):
+    async def handle(self, event: Any) -> None: ...
+    async def handle_ephemeral(self, event: Any) -> None: ...
+
+
+def _error(status: int, errcode: str, error: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": error}, status=status)
+
+
+class AppserviceEndpoint:
+    def __init__(self, hs_token: str, log_store: TransactionLog, sink: EventSink) -> None:
+        self._hs_token = hs_token.encode()
+        self._log = log_store
+        self._sink = sink
+        self._lock = asyncio.Lock()
+        self.transactions_handled = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_TRANSACTION_BYTES)
+        app.add_routes([
+            web.put("/_matrix/app/v1/transactions/{txn_id}", self.transaction),
+            web.put("/transactions/{txn_id}", self.transaction),
+            web.post("/_matrix/app/v1/ping", self.ping),
+            web.get("/_matrix/app/v1/users/{user_id}", self.query_user),
+            web.get("/users/{user_id}", self.query_user),
+            web.get("/_matrix/app/v1/rooms/{alias}", self.query_alias),
+            web.get("/rooms/{alias}", self.query_alias),
+        ])
+        return app
+
+    def _authorised(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else request.query.get("access_token", "")
+        return bool(token) and secrets.compare_digest(token.encode(), self._hs_token)
+
+    async def transaction(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return _error(403, "M_FORBIDDEN", "Bad or missing hs_token")
+        txn_id = request.match_info["txn_id"]
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "M_NOT_JSON", "Transaction body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "M_BAD_JSON", "Transaction body must be an object")
+        async with self._lock:  # the homeserver sends one at a time; so do we
+            if await self._log.transaction_done(txn_id):
+                return web.json_response({})
+            try:
+                await self._handle(body)
+                await self._log.mark_transaction(txn_id)
+            except Exception:
+                log.exception("transaction %s failed; the homeserver will retry it", txn_id)
+                return _error(500, "M_UNKNOWN", "Transaction failed; retry later")
+        self.transactions_handled += 1
+        return web.json_response({})
+
+    async def _handle(self, body: dict[str, Any]) -> None:
+        events = body.get("events")
+        for event in events if isinstance(events, list) else []:
+            event_id = event.get("event_id") if isinstance(event, dict) else None
+            if not isinstance(event_id, str) or not event_id:
+                continue
+            if await self._log.event_handled(event_id):
+                continue
+            await self._sink.handle(event)
+            await self._log.mark_event(event_id)
+        ephemeral = body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral")
+        for event in ephemeral if isinstance(ephemeral, list) else []:
+            try:
+                await self._sink.handle_ephemeral(event)
+            except Exception:
+                # hints only (typing, receipts, presence): never worth a retry of the batch
+                log.warning("ephemeral event failed", exc_info=True)
+
+    async def ping(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return _error(403, "M_FORBIDDEN", "Bad or missing hs_token")
+        return web.json_response({})
+
+    async def query_user(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return _error(403, "M_FORBIDDEN", "Bad or missing hs_token")
+        # puppets are created when a visitor starts, never on demand
+        return _error(404, "M_NOT_FOUND", "No such user")
+
+    async def query_alias(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return _error(403, "M_FORBIDDEN", "Bad or missing hs_token")
+        return _error(404, "M_NOT_FOUND", "No such alias")

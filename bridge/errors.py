@@ -1,0 +1,41 @@
+"""Errors the core raises; each has a stable code the portal and the bot can show."""
+
+from __future__ import annotations
+
+
+class SwitchboardError(Exception):
+    """Base class. ``code`` is stable (for clients and tests); ``message`` is for a person."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(SwitchboardError):
+    code = "invalid_input"
+
+
+class NotFound(SwitchboardError):
+    code = "not_found"
+    status = 404
+
+
+class NoOpenConversation(SwitchboardError):
+    code = "no_conversation"
+    status = 409
+
+
+class NotAllowed(SwitchboardError):
+    code = "forbidden"
+    status = 403
+
+
+class Unavailable(SwitchboardError):
+    """The outside world (homeserver, database) failed; trying again later may work."""
+
+    code = "unavailable"
+    status = 503

@@ -1,0 +1,152 @@
+"""What the core needs from the outside world, as small protocols.
+
+``appservice`` implements :class:`MatrixGateway` and the stores, ``web_portal`` implements
+:class:`VisitorChannel`; unit tests use in-memory twins from ``tests/fakes.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncContextManager, Protocol
+
+from .model import (
+    Advisor,
+    AdvisorMxid,
+    Conversation,
+    ConversationId,
+    EventId,
+    Message,
+    MessageId,
+    PuppetMxid,
+    RoomId,
+    Visitor,
+    VisitorId,
+)
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch."""
+
+
+class Store(Protocol):
+    """Persistence of visitors, conversations, messages and advisors.
+
+    Every method is atomic on its own; :meth:`transaction` groups several into one commit.
+    """
+
+    def transaction(self) -> AsyncContextManager[None]: ...
+
+    # visitors
+    async def add_visitor(self, visitor: Visitor, session_hash: str) -> None: ...
+    async def visitor_by_session(self, session_hash: str) -> Visitor | None: ...
+    async def get_visitor(self, visitor_id: VisitorId) -> Visitor | None: ...
+
+    # conversations
+    async def add_conversation(self, conversation: Conversation) -> bool:
+        """Insert; False (and nothing written) if the visitor already has an open one."""
+
+    async def save_conversation(self, conversation: Conversation) -> None: ...
+    async def get_conversation(self, conversation_id: ConversationId) -> Conversation | None: ...
+    async def conversation_by_room(self, room_id: RoomId) -> Conversation | None: ...
+    async def latest_conversation(self, visitor_id: VisitorId) -> Conversation | None: ...
+    async def open_conversations(self) -> list[Conversation]: ...
+
+    # messages
+    async def add_message(self, message: Message) -> tuple[Message, bool]:
+        """Append with the next ``seq`` of its conversation (``message.seq`` is ignored).
+
+        Idempotent: a message whose ``client_id`` (same conversation) or ``event_id`` is
+        already stored is not added again; the stored one is returned with ``False``.
+        """
+
+    async def messages(self, conversation_id: ConversationId, since: int = 0) -> list[Message]: ...
+    async def message_by_event(self, event_id: EventId) -> Message | None: ...
+    async def mark_delivered(self, message_id: MessageId, event_id: EventId) -> None: ...
+    async def undelivered_messages(self, conversation_id: ConversationId) -> list[Message]: ...
+    async def conversations_with_undelivered(self) -> set[ConversationId]: ...
+
+    # advisors
+    async def save_advisor(self, advisor: Advisor) -> None: ...
+    async def get_advisor(self, mxid: AdvisorMxid) -> Advisor | None: ...
+    async def remove_advisor(self, mxid: AdvisorMxid) -> bool: ...
+    async def advisors(self) -> list[Advisor]: ...
+
+    # small durable settings of the desk (e.g. the round-robin cursor)
+    async def get_setting(self, key: str) -> str | None: ...
+    async def set_setting(self, key: str, value: str) -> None: ...
+
+
+class MatrixGateway(Protocol):
+    """The Matrix side of a conversation: puppets, rooms, invites, messages."""
+
+    async def create_puppet(self, visitor: Visitor) -> PuppetMxid:
+        """Register (if needed) the visitor's puppet and set its display name."""
+
+    async def create_room(self, puppet: PuppetMxid, name: str, topic: str) -> RoomId:
+        """Create a private conversation room with the bot and the puppet in it."""
+
+    async def post_notice(self, room_id: RoomId, text: str, txn_id: str) -> EventId:
+        """A notice from the desk's bot in the room."""
+
+    async def send_visitor_text(
+        self, room_id: RoomId, puppet: PuppetMxid, body: str, txn_id: str
+    ) -> EventId:
+        """The visitor's text, sent as their puppet with a globally unique txn id."""
+
+    async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> None: ...
+
+    async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
+        """Withdraw an invite (or remove an advisor who joined too late)."""
+
+    async def set_visitor_typing(self, room_id: RoomId, puppet: PuppetMxid, typing: bool) -> None:
+        ...
+
+    async def mark_read(self, room_id: RoomId, puppet: PuppetMxid, event_id: EventId) -> None:
+        ...
+
+    async def puppet_leave(self, room_id: RoomId, puppet: PuppetMxid) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    """What a visitor may know of their conversation."""
+
+    id: ConversationId
+    status: str
+    queue_position: int | None
+    advisor_name: str | None
+    topic: str
+    visitor_name: str
+    read_up_to: int
+
+
+@dataclass(frozen=True)
+class MessageEvent:
+    message: Message
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    conversation: ConversationView
+
+
+@dataclass(frozen=True)
+class TypingEvent:
+    typing: bool
+    name: str
+
+
+@dataclass(frozen=True)
+class ReadEvent:
+    up_to: int
+
+
+VisitorEvent = MessageEvent | StatusEvent | TypingEvent | ReadEvent
+
+
+class VisitorChannel(Protocol):
+    """Live push to the visitor's open pages (the portal's websockets)."""
+
+    async def publish(self, conversation_id: ConversationId, event: VisitorEvent) -> None:
+        """Best effort: the store, not this channel, is the record of what was said."""

@@ -1,0 +1,1 @@
+"""Use cases of the help desk, each a small service with its dependencies passed in."""

@@ -1,0 +1,96 @@
+"""Who the advisors are and whether they can take visitors now."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from ..errors import InvalidInput, NotFound
+from ..model import Advisor, AdvisorMxid, Presence, RoomId
+from ..ports import Store
+from .queue import QueueService
+
+log = logging.getLogger(__name__)
+
+
+def parse_mxid(text: str) -> AdvisorMxid:
+    """A Matrix user id such as ``@ana:example.org``, or a clear error."""
+    text = text.strip()
+    localpart, sep, server = text[1:].partition(":")
+    if not text.startswith("@") or not sep or not localpart or not server or " " in text:
+        raise InvalidInput(f"{text!r} is not a Matrix user id; write it like @ana:example.org.")
+    return AdvisorMxid(text)
+
+
+class AdvisorService:
+    def __init__(self, store: Store, queue: QueueService) -> None:
+        self._store = store
+        self._queue = queue
+
+    async def get(self, mxid: str) -> Advisor | None:
+        return await self._store.get_advisor(AdvisorMxid(mxid))
+
+    async def list(self) -> list[Advisor]:
+        return await self._store.advisors()
+
+    async def add(self, mxid: str, display_name: str | None = None) -> tuple[Advisor, bool]:
+        """Make a Matrix user an advisor (away until they say ``!available``)."""
+        advisor_id = parse_mxid(mxid)
+        existing = await self._store.get_advisor(advisor_id)
+        if existing is not None:
+            return existing, False
+        advisor = Advisor(mxid=advisor_id, display_name=display_name)
+        await self._store.save_advisor(advisor)
+        log.info("advisor %s added", advisor_id)
+        return advisor, True
+
+    async def remove(self, mxid: str) -> None:
+        advisor_id = parse_mxid(mxid)
+        if not await self._store.remove_advisor(advisor_id):
+            raise NotFound(f"{advisor_id} is not an advisor.")
+        log.info("advisor %s removed", advisor_id)
+        await self._queue.requeue_offers_of(advisor_id)
+
+    async def _update(self, mxid: str, **changes: object) -> Advisor:
+        advisor = await self._store.get_advisor(AdvisorMxid(mxid))
+        if advisor is None:
+            raise NotFound(f"{mxid} is not an advisor. An admin can add you with !advisor add.")
+        updated = dataclasses.replace(advisor, **changes)  # type: ignore[arg-type]
+        if updated != advisor:
+            await self._store.save_advisor(updated)
+        return updated
+
+    async def set_available(self, mxid: str, available: bool) -> Advisor:
+        advisor = await self._update(mxid, available=available)
+        if advisor.available and advisor.reachable:
+            await self._queue.dispatch()
+        elif not available:
+            await self._queue.requeue_offers_of(advisor.mxid)
+        return advisor
+
+    async def set_capacity(self, mxid: str, capacity: int | None) -> Advisor:
+        if capacity is not None and not 1 <= capacity <= 50:
+            raise InvalidInput("Capacity must be between 1 and 50.")
+        advisor = await self._update(mxid, capacity=capacity)
+        await self._queue.dispatch()
+        return advisor
+
+    async def set_control_room(self, mxid: str, room_id: RoomId) -> None:
+        await self._update(mxid, control_room=room_id)
+
+    async def set_display_name(self, mxid: str, name: str | None) -> None:
+        if await self._store.get_advisor(AdvisorMxid(mxid)) is not None:
+            await self._update(mxid, display_name=name)
+
+    async def presence_changed(self, mxid: str, presence: Presence) -> None:
+        """Matrix presence: an advisor who goes offline or unavailable gets no new visitors."""
+        advisor = await self._store.get_advisor(AdvisorMxid(mxid))
+        if advisor is None or advisor.presence is presence:
+            return
+        updated = dataclasses.replace(advisor, presence=presence)
+        await self._store.save_advisor(updated)
+        log.debug("presence of %s is now %s", mxid, presence.value)
+        if updated.reachable and not advisor.reachable:
+            await self._queue.dispatch()
+        elif advisor.reachable and not updated.reachable:
+            await self._queue.requeue_offers_of(updated.mxid)

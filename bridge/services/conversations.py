@@ -1,0 +1,358 @@
+"""A visitor's conversation: starting it, messages both ways, typing, receipts, the end."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import uuid
+from typing import Any, Mapping
+
+from .. import validation
+from ..errors import NoOpenConversation, NotFound, Unavailable
+from ..locks import KeyedLock
+from ..model import (
+    AdvisorMxid,
+    Conversation,
+    ConversationId,
+    ConversationStatus,
+    EventId,
+    Message,
+    MessageId,
+    RoomId,
+    Sender,
+    Visitor,
+    VisitorId,
+)
+from ..ports import Clock, ConversationView, MatrixGateway, ReadEvent, Store, TypingEvent, VisitorChannel
+from .presenter import Presenter
+from .queue import QueueService
+
+log = logging.getLogger(__name__)
+
+
+def new_visitor_id() -> VisitorId:
+    # lowercase and short: it becomes part of the puppet's Matrix localpart
+    return VisitorId(secrets.token_hex(8))
+
+
+class ConversationService:
+    """Everything a conversation does between its start and its end."""
+
+    def __init__(
+        self,
+        store: Store,
+        gateway: MatrixGateway,
+        channel: VisitorChannel,
+        presenter: Presenter,
+        queue: QueueService,
+        clock: Clock,
+        topics: Mapping[str, str],
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        self._channel = channel
+        self._presenter = presenter
+        self._queue = queue
+        self._clock = clock
+        self._topics = topics
+        self._visitor_locks = KeyedLock()
+        self._conversation_locks = KeyedLock()
+
+    # -- the visitor's side -------------------------------------------------------------
+
+    async def visitor_for_session(self, session_hash: str) -> Visitor | None:
+        return await self._store.visitor_by_session(session_hash)
+
+    async def start(self, session_hash: str, form: Any) -> tuple[Conversation, bool]:
+        """Open the visitor's conversation from the pre-chat form.
+
+        One visitor has at most one open conversation: a second start (double click, retried
+        request, another tab) returns the open one with ``False``.
+        """
+        request = validation.start_request(form, self._topics)
+        async with self._visitor_locks(session_hash):
+            now = self._clock.now()
+            visitor = await self._store.visitor_by_session(session_hash)
+            if visitor is not None:
+                current = await self._store.latest_conversation(visitor.id)
+                if current is not None and current.status.is_open:
+                    return current, False
+            else:
+                visitor = Visitor(new_visitor_id(), request.name, request.email, now)
+                await self._store.add_visitor(visitor, session_hash)
+            conversation = Conversation(
+                id=ConversationId(uuid.uuid4().hex),
+                visitor_id=visitor.id,
+                topic=request.topic,
+                status=ConversationStatus.WAITING,
+                created_at=now,
+                queued_at=now,
+            )
+            first = Message(
+                id=MessageId(uuid.uuid4().hex),
+                conversation_id=conversation.id,
+                seq=0,
+                sender=Sender.VISITOR,
+                author=request.name,
+                body=request.message,
+                ts=now,
+                client_id="prechat-form",
+                txn_id=new_txn_id(),
+            )
+            async with self._store.transaction():
+                if not await self._store.add_conversation(conversation):
+                    # another process won the race for this visitor
+                    existing = await self._store.latest_conversation(visitor.id)
+                    assert existing is not None
+                    return existing, False
+                await self._store.add_message(first)
+            # the name and email given this time are the ones the advisor should see
+            visitor = dataclasses.replace(visitor, name=request.name, email=request.email)
+        log.info("conversation %s started by visitor %s", conversation.id, visitor.id)
+        try:
+            await self.ensure_room(conversation.id, visitor)
+        except Exception:
+            # the visitor stays queued; tick() retries the room once the homeserver is back
+            log.warning("could not open a room for %s yet", conversation.id, exc_info=True)
+        await self._queue.dispatch()
+        current = await self._store.get_conversation(conversation.id)
+        assert current is not None
+        return current, True
+
+    async def ensure_room(self, conversation_id: ConversationId, visitor: Visitor | None = None) -> None:
+        """Give the conversation its puppet and room, post the form, deliver what is pending."""
+        async with self._conversation_locks(conversation_id):
+            conversation = await self._store.get_conversation(conversation_id)
+            if conversation is None or not conversation.status.is_open:
+                return
+            if conversation.room_id is None:
+                visitor = visitor or await self._store.get_visitor(conversation.visitor_id)
+                assert visitor is not None
+                puppet = await self._gateway.create_puppet(visitor)
+                room_id = await self._gateway.create_room(
+                    puppet,
+                    name=f"{visitor.name} (visitor)",
+                    topic=f"Switchboard: {self._presenter.topic_label(conversation.topic)}",
+                )
+                async with self._queue.lock:
+                    latest = await self._store.get_conversation(conversation_id)
+                    assert latest is not None
+                    conversation = dataclasses.replace(latest, puppet=puppet, room_id=room_id)
+                    await self._store.save_conversation(conversation)
+                await self._gateway.post_notice(
+                    room_id, self._intro(visitor, conversation), f"sb-intro-{conversation.id}"
+                )
+            await self._deliver_pending(conversation)
+
+    def _intro(self, visitor: Visitor, conversation: Conversation) -> str:
+        lines = [
+            f"New visitor: {visitor.name}",
+            f"Email: {visitor.email or '(not given)'}",
+            f"Topic: {self._presenter.topic_label(conversation.topic)}",
+            "Type !close to end the chat, or !help for commands.",
+        ]
+        return "\n".join(lines)
+
+    async def _deliver_pending(self, conversation: Conversation) -> None:
+        """Send the visitor's undelivered messages to the room, in order, each exactly once.
+
+        The txn id was fixed when the message was stored, so a resend after a crash is
+        de-duplicated by the homeserver.
+        """
+        if conversation.room_id is None or conversation.puppet is None:
+            return
+        for message in await self._store.undelivered_messages(conversation.id):
+            assert message.txn_id is not None
+            event_id = await self._gateway.send_visitor_text(
+                conversation.room_id, conversation.puppet, message.body, message.txn_id
+            )
+            await self._store.mark_delivered(message.id, event_id)
+
+    async def current(self, session_hash: str) -> Conversation | None:
+        visitor = await self._store.visitor_by_session(session_hash)
+        if visitor is None:
+            return None
+        return await self._store.latest_conversation(visitor.id)
+
+    async def view(self, conversation: Conversation) -> ConversationView:
+        return await self._presenter.view(conversation)
+
+    async def history(self, conversation_id: ConversationId, since: int = 0) -> list[Message]:
+        return await self._store.messages(conversation_id, since)
+
+    async def _open_for(self, session_hash: str) -> Conversation:
+        conversation = await self.current(session_hash)
+        if conversation is None or not conversation.status.is_open:
+            raise NoOpenConversation("You have no open chat. Start a new one.")
+        return conversation
+
+    async def visitor_message(self, session_hash: str, client_id: Any, body: Any) -> Message:
+        """Store the visitor's message (once per ``client_id``) and relay it to the room."""
+        if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
+            client_id = None
+        text = validation.message_body(body)
+        conversation = await self._open_for(session_hash)
+        visitor = await self._store.get_visitor(conversation.visitor_id)
+        message, created = await self._store.add_message(
+            Message(
+                id=MessageId(uuid.uuid4().hex),
+                conversation_id=conversation.id,
+                seq=0,
+                sender=Sender.VISITOR,
+                author=visitor.name if visitor else "Visitor",
+                body=text,
+                ts=self._clock.now(),
+                client_id=client_id or uuid.uuid4().hex,
+                txn_id=new_txn_id(),
+            )
+        )
+        if created:
+            await self._presenter.message(message)  # the visitor's other tabs
+        try:
+            await self.ensure_room(conversation.id)
+        except Exception as e:
+            log.warning("relaying to %s failed; will retry", conversation.id, exc_info=True)
+            raise Unavailable("Saved, but not delivered yet: we will keep trying.") from e
+        return message
+
+    async def visitor_typing(self, session_hash: str, typing: Any) -> None:
+        conversation = await self._open_for(session_hash)
+        if conversation.room_id and conversation.puppet:
+            await self._gateway.set_visitor_typing(
+                conversation.room_id, conversation.puppet, bool(typing)
+            )
+
+    async def visitor_end(self, session_hash: str) -> Conversation:
+        conversation = await self.current(session_hash)
+        if conversation is None:
+            raise NoOpenConversation("You have no chat to end.")
+        if not conversation.status.is_open:
+            return conversation
+        ended = await self._queue.end(conversation.id, Sender.VISITOR, "The visitor ended the chat.")
+        await self._leave_room(ended, "The visitor ended the chat.")
+        return ended
+
+    # -- the advisor's side (events from Matrix) ----------------------------------------
+
+    async def conversation_in(self, room_id: RoomId) -> Conversation | None:
+        return await self._store.conversation_by_room(room_id)
+
+    async def advisor_joined(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None:
+            return
+        if not await self._queue.accept(conversation.id, advisor):
+            latest = await self._store.get_conversation(conversation.id)
+            if latest is not None and latest.advisor != advisor:
+                await self._gateway.revoke_invite(
+                    room_id, advisor, "Another advisor has already taken this visitor."
+                )
+
+    async def advisor_left(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
+        """Leaving while invited declines the offer; leaving an active chat hands it back."""
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None or conversation.advisor != advisor:
+            return
+        if conversation.status is ConversationStatus.INVITING:
+            await self._queue.skip(conversation.id, advisor, reason="Declined.")
+        elif conversation.status is ConversationStatus.ACTIVE:
+            await self._queue.release(
+                conversation.id,
+                advisor,
+                "Your advisor had to leave. We are finding you another one.",
+            )
+
+    async def advisor_message(
+        self, room_id: RoomId, sender: AdvisorMxid, author: str, event_id: EventId, body: str,
+        ts: float,
+    ) -> Message | None:
+        """A message from the room to the visitor; the event id makes it idempotent."""
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None or not conversation.status.is_open:
+            return None
+        message, created = await self._store.add_message(
+            Message(
+                id=MessageId(uuid.uuid4().hex),
+                conversation_id=conversation.id,
+                seq=0,
+                sender=Sender.ADVISOR,
+                author=author,
+                body=body,
+                ts=ts,
+                event_id=event_id,
+                delivered=True,
+            )
+        )
+        if created:
+            await self._presenter.message(message)
+        return message
+
+    async def advisor_typing(self, room_id: RoomId, typing_users: list[str]) -> None:
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None or conversation.status is not ConversationStatus.ACTIVE:
+            return
+        advisor = conversation.advisor
+        stored = await self._store.get_advisor(advisor) if advisor else None
+        await self._channel.publish(
+            conversation.id,
+            TypingEvent(typing=advisor in typing_users, name=stored.name if stored else "Advisor"),
+        )
+
+    async def advisor_read(self, room_id: RoomId, reader: str, event_id: EventId) -> None:
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None or reader != conversation.advisor:
+            return
+        message = await self._store.message_by_event(event_id)
+        if message is None or message.conversation_id != conversation.id:
+            return
+        async with self._queue.lock:
+            latest = await self._store.get_conversation(conversation.id)
+            if latest is None or message.seq <= latest.read_up_to:
+                return
+            await self._store.save_conversation(dataclasses.replace(latest, read_up_to=message.seq))
+        await self._channel.publish(conversation.id, ReadEvent(up_to=message.seq))
+
+    async def advisor_close(self, room_id: RoomId, advisor: AdvisorMxid, name: str) -> Conversation:
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None:
+            raise NotFound("This room is not a Switchboard conversation.")
+        if not conversation.status.is_open:
+            return conversation
+        ended = await self._queue.end(conversation.id, Sender.ADVISOR, f"{name} ended the chat.")
+        await self._leave_room(ended, f"{name} ended the chat.")
+        return ended
+
+    async def _leave_room(self, conversation: Conversation, note: str) -> None:
+        if conversation.room_id is None or conversation.puppet is None:
+            return
+        try:
+            await self._gateway.post_notice(
+                conversation.room_id,
+                f"{note} The transcript is saved.",
+                f"sb-end-{conversation.id}",
+            )
+            await self._gateway.puppet_leave(conversation.room_id, conversation.puppet)
+        except Exception:
+            log.warning("leaving %s failed", conversation.room_id, exc_info=True)
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Repair and time-driven work: expired offers, rooms not yet made, undelivered text."""
+        await self._queue.expire_offers()
+        pending = await self._store.conversations_with_undelivered()
+        for conversation in await self._store.open_conversations():
+            if conversation.room_id is None or conversation.id in pending:
+                try:
+                    await self.ensure_room(conversation.id)
+                except Exception:
+                    log.warning("retrying %s failed again", conversation.id, exc_info=True)
+        await self._queue.dispatch()
+
+    async def transcript(self, conversation_id: ConversationId) -> list[Message]:
+        return await self._store.messages(conversation_id)
+
+
+def new_txn_id() -> str:
+    return f"sb-{uuid.uuid4().hex}"

@@ -1,0 +1,49 @@
+"""Turns stored conversations into what a visitor may see, and pushes it to their pages."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from ..model import Conversation, ConversationStatus, Message
+from ..ports import ConversationView, MessageEvent, StatusEvent, Store, VisitorChannel
+from ..routing import queue_positions
+
+
+class Presenter:
+    def __init__(self, store: Store, channel: VisitorChannel, topics: Mapping[str, str]) -> None:
+        self._store = store
+        self._channel = channel
+        self._topics = topics
+
+    def topic_label(self, topic: str) -> str:
+        return self._topics.get(topic, topic)
+
+    async def view(
+        self, conversation: Conversation, positions: Mapping[str, int] | None = None
+    ) -> ConversationView:
+        if positions is None and conversation.status is ConversationStatus.WAITING:
+            positions = queue_positions(await self._store.open_conversations())
+        visitor = await self._store.get_visitor(conversation.visitor_id)
+        advisor_name = None
+        if conversation.advisor and conversation.status is ConversationStatus.ACTIVE:
+            advisor = await self._store.get_advisor(conversation.advisor)
+            advisor_name = advisor.name if advisor else conversation.advisor
+        return ConversationView(
+            id=conversation.id,
+            status=conversation.status.value,
+            queue_position=(positions or {}).get(conversation.id),
+            advisor_name=advisor_name,
+            topic=self.topic_label(conversation.topic),
+            visitor_name=visitor.name if visitor else "",
+            read_up_to=conversation.read_up_to,
+        )
+
+    async def status(
+        self, conversation: Conversation, positions: Mapping[str, int] | None = None
+    ) -> None:
+        await self._channel.publish(
+            conversation.id, StatusEvent(await self.view(conversation, positions))
+        )
+
+    async def message(self, message: Message) -> None:
+        await self._channel.publish(message.conversation_id, MessageEvent(message))

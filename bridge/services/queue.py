@@ -1,0 +1,303 @@
+"""The routing queue in motion: offering visitors to advisors, expiring offers, hand-overs."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+
+from ..model import (
+    AdvisorMxid,
+    Conversation,
+    ConversationId,
+    ConversationStatus,
+    Message,
+    MessageId,
+    RoutingSettings,
+    Sender,
+)
+from ..ports import Clock, MatrixGateway, Store
+from ..routing import advisor_load, pick_advisor, queue_order, queue_positions
+from .presenter import Presenter
+
+log = logging.getLogger(__name__)
+
+CURSOR_KEY = "routing.last_assigned"
+
+
+class QueueService:
+    """Owns every change of a conversation's status.
+
+    Decisions are taken under one lock and written to the store before anything is sent to
+    Matrix, so a crash between the two leaves a state that :meth:`tick` repairs.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        gateway: MatrixGateway,
+        presenter: Presenter,
+        clock: Clock,
+        settings: RoutingSettings,
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        self._presenter = presenter
+        self._clock = clock
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self._last_positions: dict[str, int] = {}
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while a conversation's status changes; other services take it for the same."""
+        return self._lock
+
+    async def dispatch(self) -> None:
+        """Offer waiting visitors to advisors who can take them, and update queue positions."""
+        offers: list[Conversation] = []
+        async with self._lock:
+            conversations = await self._store.open_conversations()
+            advisors = await self._store.advisors()
+            load = advisor_load(conversations)
+            cursor = await self._store.get_setting(CURSOR_KEY)
+            now = self._clock.now()
+            for conversation in queue_order(conversations):
+                if conversation.room_id is None:
+                    continue  # its room is not there yet; tick() retries
+                advisor = pick_advisor(
+                    advisors,
+                    load,
+                    AdvisorMxid(cursor) if cursor else None,
+                    default_capacity=self._settings.default_capacity,
+                    skipped=conversation.skipped,
+                )
+                if advisor is None:
+                    continue
+                skipped = conversation.skipped
+                if advisor in skipped:  # everybody else is busy: ring the skipped ones again
+                    skipped = ()
+                offer = dataclasses.replace(
+                    conversation,
+                    status=ConversationStatus.INVITING,
+                    advisor=advisor,
+                    invite_deadline=now + self._settings.invite_timeout,
+                    skipped=skipped,
+                )
+                async with self._store.transaction():
+                    await self._store.save_conversation(offer)
+                    await self._store.set_setting(CURSOR_KEY, advisor)
+                load[advisor] += 1
+                cursor = advisor
+                offers.append(offer)
+            remaining = await self._store.open_conversations()
+        for offer in offers:
+            await self._send_offer(offer)
+        await self._publish_positions(remaining, changed=offers)
+
+    async def _send_offer(self, offer: Conversation) -> None:
+        assert offer.room_id is not None and offer.advisor is not None
+        log.info("offering conversation %s to %s", offer.id, offer.advisor)
+        await self._presenter.status(offer)
+        try:
+            await self._gateway.invite_advisor(offer.room_id, offer.advisor)
+        except Exception:
+            log.warning("inviting %s to %s failed", offer.advisor, offer.room_id, exc_info=True)
+            await self.skip(offer.id, offer.advisor, dispatch=False)
+
+    async def _publish_positions(
+        self, conversations: list[Conversation], changed: list[Conversation]
+    ) -> None:
+        positions = queue_positions(conversations)
+        for conversation in conversations:
+            position = positions.get(conversation.id)
+            if position is None:
+                self._last_positions.pop(conversation.id, None)
+                continue
+            if self._last_positions.get(conversation.id) != position:
+                self._last_positions[conversation.id] = position
+                await self._presenter.status(conversation, positions)
+        open_ids = {c.id for c in conversations}
+        for stale in [k for k in self._last_positions if k not in open_ids]:
+            del self._last_positions[stale]
+
+    async def skip(
+        self,
+        conversation_id: ConversationId,
+        advisor: AdvisorMxid,
+        *,
+        reason: str = "The visitor was offered to another advisor.",
+        dispatch: bool = True,
+    ) -> bool:
+        """Withdraw an offer the advisor did not take; the visitor keeps their place."""
+        async with self._lock:
+            conversation = await self._store.get_conversation(conversation_id)
+            if (
+                conversation is None
+                or conversation.status is not ConversationStatus.INVITING
+                or conversation.advisor != advisor
+            ):
+                return False
+            requeued = dataclasses.replace(
+                conversation,
+                status=ConversationStatus.WAITING,
+                advisor=None,
+                invite_deadline=None,
+                skipped=tuple(dict.fromkeys(conversation.skipped + (advisor,))),
+            )
+            await self._store.save_conversation(requeued)
+        log.info("advisor %s skipped for conversation %s", advisor, conversation_id)
+        if requeued.room_id:
+            try:
+                await self._gateway.revoke_invite(requeued.room_id, advisor, reason)
+            except Exception:
+                log.warning("withdrawing the invite of %s failed", advisor, exc_info=True)
+        self._last_positions.pop(conversation_id, None)
+        if dispatch:
+            await self.dispatch()
+        return True
+
+    async def expire_offers(self) -> int:
+        """Skip every advisor whose offer has run out. Returns how many were skipped."""
+        now = self._clock.now()
+        expired = [
+            c
+            for c in await self._store.open_conversations()
+            if c.status is ConversationStatus.INVITING
+            and c.invite_deadline is not None
+            and c.invite_deadline <= now
+            and c.advisor is not None
+        ]
+        for conversation in expired:
+            assert conversation.advisor is not None
+            await self.skip(
+                conversation.id,
+                conversation.advisor,
+                reason="The invitation was not accepted in time.",
+                dispatch=False,
+            )
+        if expired:
+            await self.dispatch()
+        return len(expired)
+
+    async def accept(self, conversation_id: ConversationId, advisor: AdvisorMxid) -> bool:
+        """The advisor joined the room. True if they now own the conversation."""
+        async with self._lock:
+            conversation = await self._store.get_conversation(conversation_id)
+            if conversation is None or not conversation.status.is_open:
+                return False
+            if conversation.status is ConversationStatus.ACTIVE:
+                return conversation.advisor == advisor
+            if (
+                conversation.status is ConversationStatus.INVITING
+                and conversation.advisor != advisor
+            ):
+                return False  # offered to somebody else meanwhile
+            active = dataclasses.replace(
+                conversation,
+                status=ConversationStatus.ACTIVE,
+                advisor=advisor,
+                invite_deadline=None,
+                skipped=(),
+            )
+            stored_advisor = await self._store.get_advisor(advisor)
+            name = stored_advisor.name if stored_advisor else advisor
+            async with self._store.transaction():
+                await self._store.save_conversation(active)
+                note, _ = await self._store.add_message(
+                    system_message(active.id, f"{name} joined the chat.", self._clock.now())
+                )
+        await self._presenter.message(note)
+        await self._presenter.status(active)
+        await self.dispatch()  # the queue moved: positions change
+        return True
+
+    async def release(
+        self, conversation_id: ConversationId, advisor: AdvisorMxid, note: str
+    ) -> bool:
+        """The owning advisor left without closing: the visitor goes back to the queue front."""
+        async with self._lock:
+            conversation = await self._store.get_conversation(conversation_id)
+            if (
+                conversation is None
+                or conversation.status is not ConversationStatus.ACTIVE
+                or conversation.advisor != advisor
+            ):
+                return False
+            waiting = dataclasses.replace(
+                conversation,
+                status=ConversationStatus.WAITING,
+                advisor=None,
+                skipped=(advisor,),
+            )
+            async with self._store.transaction():
+                await self._store.save_conversation(waiting)
+                message, _ = await self._store.add_message(
+                    system_message(waiting.id, note, self._clock.now())
+                )
+        await self._presenter.message(message)
+        await self.dispatch()
+        return True
+
+    async def end(self, conversation_id: ConversationId, by: Sender, note: str) -> Conversation:
+        """Close the conversation. Idempotent: ending an ended conversation changes nothing."""
+        async with self._lock:
+            conversation = await self._store.get_conversation(conversation_id)
+            if conversation is None:
+                raise LookupError(conversation_id)
+            if not conversation.status.is_open:
+                return conversation
+            ended = dataclasses.replace(
+                conversation,
+                status=ConversationStatus.ENDED,
+                invite_deadline=None,
+                ended_at=self._clock.now(),
+                ended_by=by,
+            )
+            async with self._store.transaction():
+                await self._store.save_conversation(ended)
+                message, _ = await self._store.add_message(
+                    system_message(ended.id, note, self._clock.now())
+                )
+        log.info("conversation %s ended by %s", conversation_id, by.value)
+        await self._presenter.message(message)
+        await self._presenter.status(ended)
+        if (
+            conversation.status is ConversationStatus.INVITING
+            and conversation.room_id
+            and conversation.advisor
+        ):
+            try:
+                await self._gateway.revoke_invite(
+                    conversation.room_id, conversation.advisor, "The visitor left."
+                )
+            except Exception:
+                log.warning("withdrawing an invite failed", exc_info=True)
+        await self.dispatch()
+        return ended
+
+    async def requeue_offers_of(self, advisor: AdvisorMxid) -> None:
+        """The advisor became unreachable: their pending offers go to someone else now."""
+        for conversation in await self._store.open_conversations():
+            if conversation.status is ConversationStatus.INVITING and conversation.advisor == advisor:
+                await self.skip(
+                    conversation.id,
+                    advisor,
+                    reason="You are no longer available.",
+                    dispatch=False,
+                )
+        await self.dispatch()
+
+
+def system_message(conversation_id: ConversationId, body: str, now: float) -> Message:
+    return Message(
+        id=MessageId(uuid.uuid4().hex),
+        conversation_id=conversation_id,
+        seq=0,
+        sender=Sender.SYSTEM,
+        author="Switchboard",
+        body=body,
+        ts=now,
+        delivered=True,
+    )

@@ -1,0 +1,139 @@
+"""The routing queue's rules, through the services, with a fake clock and no I/O."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from bridge.model import Advisor, AdvisorMxid, ConversationStatus, Presence
+from bridge.ports import StatusEvent
+from bridge.routing import pick_advisor
+
+A, B, C = AdvisorMxid("@ana:hs"), AdvisorMxid("@bob:hs"), AdvisorMxid("@cid:hs")
+
+
+def adv(mxid, **kw):
+    return Advisor(mxid=mxid, available=kw.pop("available", True), **kw)
+
+
+def test_round_robin_continues_after_the_last_assigned_advisor():
+    ring = [adv(A), adv(B), adv(C)]
+    load: Counter = Counter()
+    assert pick_advisor(ring, load, None, default_capacity=3) == A
+    assert pick_advisor(ring, load, A, default_capacity=3) == B
+    assert pick_advisor(ring, load, C, default_capacity=3) == A
+    # the cursor survives its advisor leaving the ring
+    assert pick_advisor([adv(A), adv(C)], load, B, default_capacity=3) == C
+
+
+def test_pick_passes_over_full_away_offline_and_skipped_advisors():
+    load = Counter({A: 3})
+    ring = [adv(A), adv(B, presence=Presence.OFFLINE), adv(C, available=False)]
+    assert pick_advisor(ring, load, None, default_capacity=3) is None
+    ring = [adv(A, capacity=4), adv(B, presence=Presence.UNAVAILABLE), adv(C)]
+    assert pick_advisor(ring, load, None, default_capacity=3) == A
+    assert pick_advisor(ring, load, None, default_capacity=3, skipped=[A]) == C
+    # only skipped advisors left: they are asked again rather than nobody
+    assert pick_advisor([adv(A)], Counter(), None, default_capacity=3, skipped=[A]) == A
+
+
+async def test_visitors_are_shared_round_robin_among_available_advisors(desk):
+    await desk.advisor(A)
+    await desk.advisor(B)
+    firsts = [await desk.visitor(f"s{i}") for i in range(4)]
+    owners = [(await desk.conv(c)).advisor for c in firsts]
+    assert owners == [A, B, A, B]
+    assert [x[2] for x in desk.gateway.of("invite")] == [A, B, A, B]
+
+
+async def test_capacity_bounds_each_advisor_and_the_rest_wait_in_order(desk):
+    await desk.advisor(A, capacity=2)
+    ids = [await desk.visitor(f"s{i}") for i in range(4)]
+    states = [(await desk.conv(c)).status for c in ids]
+    assert states == [ConversationStatus.INVITING] * 2 + [ConversationStatus.WAITING] * 2
+    views = [desk.channel.of(ids[3], StatusEvent)[-1].conversation for _ in [0]]
+    assert views[0].queue_position == 2
+    assert desk.channel.of(ids[2], StatusEvent)[-1].conversation.queue_position == 1
+
+
+async def test_default_capacity_is_three(desk):
+    await desk.advisor(A)
+    ids = [await desk.visitor(f"s{i}") for i in range(4)]
+    assert [(await desk.conv(c)).advisor for c in ids] == [A, A, A, None]
+
+
+async def test_queue_positions_move_up_live_when_someone_is_served(desk):
+    await desk.advisor(A, available=False, capacity=1)
+    first, second = await desk.visitor("s1"), await desk.visitor("s2")
+    assert desk.channel.of(second, StatusEvent)[-1].conversation.queue_position == 2
+    await desk.advisors.set_available(A, True)
+    assert (await desk.conv(first)).status is ConversationStatus.INVITING
+    assert desk.channel.of(second, StatusEvent)[-1].conversation.queue_position == 1
+    room = (await desk.conv(first)).room_id
+    await desk.conversations.advisor_joined(room, A)
+    await desk.conversations.advisor_close(room, A, "Ana")
+    # capacity freed: the second visitor is offered at once
+    assert (await desk.conv(second)).status is ConversationStatus.INVITING
+
+
+async def test_an_unanswered_invite_is_skipped_after_the_timeout(desk):
+    await desk.advisor(A)
+    await desk.advisor(B)
+    cid = await desk.visitor("s1")
+    assert (await desk.conv(cid)).advisor == A
+    desk.clock.advance(59)
+    await desk.conversations.tick()
+    assert (await desk.conv(cid)).advisor == A
+    desk.clock.advance(1.5)
+    await desk.conversations.tick()
+    conv = await desk.conv(cid)
+    assert conv.status is ConversationStatus.INVITING and conv.advisor == B
+    assert ("revoke", conv.room_id, A) in desk.gateway.sent
+    # A accepting late does not take the visitor from B
+    await desk.conversations.advisor_joined(conv.room_id, A)
+    assert (await desk.conv(cid)).advisor == B
+    await desk.conversations.advisor_joined(conv.room_id, B)
+    assert (await desk.conv(cid)).status is ConversationStatus.ACTIVE
+
+
+async def test_a_declined_invite_goes_to_the_next_advisor_at_once(desk):
+    await desk.advisor(A)
+    await desk.advisor(B)
+    cid = await desk.visitor("s1")
+    await desk.conversations.advisor_left((await desk.conv(cid)).room_id, A)
+    assert (await desk.conv(cid)).advisor == B
+
+
+async def test_an_advisor_going_offline_loses_pending_offers_and_gets_no_new_ones(desk):
+    await desk.advisor(A)
+    await desk.advisor(B)
+    cid = await desk.visitor("s1")
+    assert (await desk.conv(cid)).advisor == A
+    await desk.advisors.presence_changed(A, Presence.OFFLINE)
+    assert (await desk.conv(cid)).advisor == B
+    other = await desk.visitor("s2")
+    assert (await desk.conv(other)).advisor == B
+    await desk.advisors.presence_changed(B, Presence.UNAVAILABLE)
+    third = await desk.visitor("s3")
+    conv = await desk.conv(third)
+    assert conv.status is ConversationStatus.WAITING
+    await desk.advisors.presence_changed(A, Presence.ONLINE)
+    assert (await desk.conv(third)).advisor == A
+
+
+async def test_removing_an_advisor_requeues_their_offers(desk):
+    await desk.advisor(A)
+    await desk.advisor(B)
+    cid = await desk.visitor("s1")
+    await desk.advisors.remove(A)
+    assert (await desk.conv(cid)).advisor == B
+
+
+async def test_an_advisor_leaving_an_active_chat_hands_the_visitor_back(desk):
+    await desk.advisor(A)
+    await desk.advisor(B)
+    cid = await desk.visitor("s1")
+    room = (await desk.conv(cid)).room_id
+    await desk.conversations.advisor_joined(room, A)
+    await desk.conversations.advisor_left(room, A)
+    conv = await desk.conv(cid)
+    assert conv.status is ConversationStatus.INVITING and conv.advisor == B

@@ -1,0 +1,153 @@
+"""One real Synapse per test run; a fresh Switchboard (fresh database) per test."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from appservice.bootstrap import Switchboard
+from appservice.config import Config, RoutingConfig, generate
+from appservice.local_homeserver import LocalHomeserver
+from tests.e2e.advisor import AdvisorClient
+from tests.e2e.visitor import Visitor
+from tests.pg import fresh_schema_url
+
+PASSWORD = "advisor-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclasses.dataclass
+class Homeserver:
+    server: LocalHomeserver
+    config: Config  # the Switchboard config the registration was made from
+
+    def new_user(self, name: str = "advisor") -> str:
+        localpart = f"{name}-{uuid.uuid4().hex[:8]}"
+        return self.server.register_user(localpart, PASSWORD, displayname=name.capitalize())
+
+
+@pytest.fixture(scope="session")
+def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Homeserver:
+    root = tmp_path_factory.mktemp("hs")
+    server = LocalHomeserver(root / "synapse", for_tests=True,
+                             appservice_registrations=[root / "registration.yaml"])
+    as_port = free_port()
+    config = generate(root / "config.yaml", root / "registration.yaml", {
+        "homeserver.address": server.url,
+        "homeserver.domain": server.server_name,
+        "appservice.address": f"http://127.0.0.1:{as_port}",
+        "appservice.port": as_port,
+        "logging.level": "DEBUG",
+    })
+    server.start()
+    yield Homeserver(server, config)
+    server.stop()
+
+
+@asynccontextmanager
+async def _database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'switchboard.db'}"
+    else:
+        async with fresh_schema_url() as url:
+            yield url
+
+
+class DeskFactory:
+    """Starts Switchboard instances against the session's homeserver."""
+
+    def __init__(self, homeserver: Homeserver, backend: str, tmp_path: Path) -> None:
+        self.homeserver = homeserver
+        self.backend = backend
+        self.tmp_path = tmp_path
+        self.running: list[tuple[Switchboard, object]] = []
+
+    async def start(self, *, invite_timeout: float = 60, capacity: int = 3,
+                    admins: tuple[str, ...] = ()) -> Switchboard:
+        db = _database(self.backend, self.tmp_path)
+        url = await db.__aenter__()
+        port = free_port()
+        base = self.homeserver.config
+        config = dataclasses.replace(
+            base,
+            database_url=url,
+            portal=dataclasses.replace(base.portal, port=port,
+                                       public_url=f"http://127.0.0.1:{port}"),
+            routing=RoutingConfig(capacity=capacity, invite_timeout=invite_timeout),
+            admins=admins,
+        )
+        switchboard = Switchboard(config)
+        await switchboard.start()
+        self.running.append((switchboard, db))
+        return switchboard
+
+    async def stop_all(self) -> None:
+        while self.running:
+            switchboard, db = self.running.pop()
+            await switchboard.stop()
+            await db.__aexit__(None, None, None)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def desks(request: pytest.FixtureRequest, homeserver: Homeserver,
+                tmp_path: Path) -> AsyncIterator[DeskFactory]:
+    factory = DeskFactory(homeserver, request.param, tmp_path)
+    yield factory
+    await factory.stop_all()
+
+
+@pytest.fixture
+async def sqlite_desks(homeserver: Homeserver, tmp_path: Path) -> AsyncIterator[DeskFactory]:
+    factory = DeskFactory(homeserver, "sqlite", tmp_path)
+    yield factory
+    await factory.stop_all()
+
+
+@pytest.fixture
+async def people(homeserver: Homeserver) -> AsyncIterator["People"]:
+    crowd = People(homeserver)
+    yield crowd
+    await crowd.close()
+
+
+class People:
+    """Advisors (real Matrix clients) and visitors (real HTTP/websocket clients) of one test."""
+
+    def __init__(self, homeserver: Homeserver) -> None:
+        self.homeserver = homeserver
+        self.clients: list[AdvisorClient] = []
+        self.visitors: list[Visitor] = []
+
+    async def advisor(self, switchboard: Switchboard | None = None, name: str = "ana",
+                      available: bool = True) -> AdvisorClient:
+        mxid = self.homeserver.new_user(name)
+        client = await AdvisorClient.login(self.homeserver.server.url, mxid, PASSWORD)
+        self.clients.append(client)
+        if switchboard is not None:
+            await switchboard.advisors.add(mxid, name.capitalize())
+            if available:
+                await switchboard.advisors.set_available(mxid, True)
+        return client
+
+    async def visitor(self, switchboard: Switchboard) -> Visitor:
+        visitor = await Visitor(switchboard.config.portal.public_url).open()
+        self.visitors.append(visitor)
+        return visitor
+
+    async def close(self) -> None:
+        for visitor in self.visitors:
+            await visitor.close()
+        for client in self.clients:
+            await client.close()
+

@@ -1,0 +1,1 @@
+"""Everything the visitor touches: the portal page, its JSON API and its websocket."""

@@ -1,0 +1,309 @@
+"""The visitor portal: ``create_app(conversations, hub, settings)`` builds the aiohttp app."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import WSMsgType, web
+
+from bridge.errors import InvalidInput, NoOpenConversation, NotAllowed, SwitchboardError
+from bridge.services.conversations import ConversationService
+
+from .hub import Subscriber, VisitorHub
+from .openapi import openapi_document
+from .security import ClientAddress, Origins, RateLimiter, Sessions, origin_of
+from .serialize import message_json, view_json
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+MAX_BODY = 64 * 1024
+MAX_WS_FRAME = 8 * 1024
+CLOSE_NO_SESSION = 4401
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    public_url: str
+    allowed_origins: tuple[str, ...]
+    org_name: str
+    topics: Mapping[str, str]
+    trusted_proxies: tuple[str, ...]
+    starts_per_minute: int
+    secret: str
+
+
+CONVERSATIONS = web.AppKey("conversations", ConversationService)
+HUB = web.AppKey("hub", VisitorHub)
+SETTINGS = web.AppKey("settings", PortalSettings)
+SESSIONS = web.AppKey("sessions", Sessions)
+ORIGINS = web.AppKey("origins", Origins)
+CLIENT = web.AppKey("client_address", ClientAddress)
+START_LIMIT = web.AppKey("start_limit", RateLimiter)
+
+
+def error_response(status: int, code: str, message: str, *, field: str | None = None,
+                   ref: str | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message, "ref": ref, "field": field}}, status=status
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
+    """Visitors get a short message and a reference; tracebacks stay in the log."""
+    try:
+        return await handler(request)
+    except SwitchboardError as e:
+        return error_response(e.status, e.code, e.message, field=e.field)
+    except web.HTTPException as e:
+        if e.status < 400 or not request.path.startswith("/api/"):
+            raise
+        return error_response(e.status, "http_error", e.reason)
+    except Exception:
+        ref = secrets.token_hex(4)
+        log.exception("request %s %s failed [ref %s]", request.method, request.path, ref)
+        return error_response(
+            503, "internal", "Something went wrong on our side. Please try again.", ref=ref
+        )
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
+    response = await handler(request)
+    settings = request.app[SETTINGS]
+    ancestors = " ".join(["'self'", *settings.allowed_origins])
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self' {ws_origin(settings.public_url)}; frame-ancestors {ancestors}; "
+        "base-uri 'none'; form-action 'self'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def ws_origin(public_url: str) -> str:
+    origin = origin_of(public_url)
+    return "wss" + origin[5:] if origin.startswith("https") else "ws" + origin[4:]
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def _session(request: web.Request) -> str | None:
+    return request.app[SESSIONS].token(request)
+
+
+def _state_changing(request: web.Request) -> str:
+    """The session token of a POST that passed the CSRF and origin checks."""
+    sessions = request.app[SESSIONS]
+    token = sessions.token(request)
+    if token is None:
+        raise NotAllowed("Your session has expired. Reload the page.")
+    if not request.app[ORIGINS].ok(request, required=False) or not sessions.csrf_ok(request, token):
+        raise NotAllowed("This request was not made by the chat page. Reload the page.")
+    return sessions.session_hash(token)
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise InvalidInput("Send JSON (Content-Type: application/json).")
+    try:
+        return json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("The request body is not valid JSON.")
+
+
+def _since(request: web.Request) -> int:
+    try:
+        return max(0, min(int(request.query.get("since", "0")), 2**31))
+    except ValueError:
+        raise InvalidInput("since must be a whole number.")
+
+
+# -- views ---------------------------------------------------------------------------------
+
+async def portal_page(request: web.Request) -> web.Response:
+    settings, sessions = request.app[SETTINGS], request.app[SESSIONS]
+    token = sessions.token(request)
+    context = {
+        "org_name": settings.org_name,
+        "topics": [{"id": k, "label": v} for k, v in settings.topics.items()],
+        "static_url": "/static",
+    }
+    response = aiohttp_jinja2.render_template("portal.html", request, context)
+    if token is None:
+        token = sessions.issue(response)
+    response.text = aiohttp_jinja2.render_string(
+        "portal.html", request, {**context, "csrf_token": sessions.csrf_token(token)}
+    )
+    return response
+
+
+async def session(request: web.Request) -> web.Response:
+    """For API clients: make sure a session exists and return its CSRF token."""
+    sessions = request.app[SESSIONS]
+    token = sessions.token(request)
+    response = web.json_response({})
+    if token is None:
+        token = sessions.issue(response)
+    response.text = json.dumps({"csrf_token": sessions.csrf_token(token)})
+    return response
+
+
+async def get_conversation(request: web.Request) -> web.Response:
+    conversations = request.app[CONVERSATIONS]
+    since = _since(request)
+    token = _session(request)
+    current = await conversations.current(request.app[SESSIONS].session_hash(token)) if token else None
+    if current is None:
+        return web.json_response({"conversation": None, "messages": []})
+    history = await conversations.history(current.id, since)
+    return web.json_response({
+        "conversation": view_json(await conversations.view(current)),
+        "messages": [message_json(m) for m in history],
+    })
+
+
+async def start_conversation(request: web.Request) -> web.Response:
+    session_hash = _state_changing(request)
+    form = await _json_body(request)
+    conversations = request.app[CONVERSATIONS]
+    existing = await conversations.current(session_hash)
+    if existing is None or not existing.status.is_open:
+        # only new conversations cost a token: a retry of the same start is free
+        address = request.app[CLIENT](request)
+        if not request.app[START_LIMIT].allow(address):
+            return error_response(
+                429, "rate_limited", "Too many new chats from your network. Wait a minute."
+            )
+    conversation, created = await conversations.start(session_hash, form)
+    history = await conversations.history(conversation.id)
+    return web.json_response(
+        {
+            "conversation": view_json(await conversations.view(conversation)),
+            "messages": [message_json(m) for m in history],
+        },
+        status=201 if created else 200,
+    )
+
+
+async def post_message(request: web.Request) -> web.Response:
+    session_hash = _state_changing(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidInput("Expected a JSON object with client_id and body.")
+    message = await request.app[CONVERSATIONS].visitor_message(
+        session_hash, body.get("client_id"), body.get("body")
+    )
+    return web.json_response({"message": message_json(message)}, status=201)
+
+
+async def post_typing(request: web.Request) -> web.Response:
+    session_hash = _state_changing(request)
+    body = await _json_body(request)
+    typing = body.get("typing") if isinstance(body, dict) else None
+    if not isinstance(typing, bool):
+        raise InvalidInput("Expected {\"typing\": true|false}.")
+    await request.app[CONVERSATIONS].visitor_typing(session_hash, typing)
+    return web.Response(status=204)
+
+
+async def end_conversation(request: web.Request) -> web.Response:
+    session_hash = _state_changing(request)
+    conversations = request.app[CONVERSATIONS]
+    ended = await conversations.visitor_end(session_hash)
+    return web.json_response({"conversation": view_json(await conversations.view(ended))})
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    if not request.app[ORIGINS].ok(request, required=True):
+        raise web.HTTPForbidden(reason="This origin may not open the chat.")
+    conversations, hub = request.app[CONVERSATIONS], request.app[HUB]
+    since = _since(request)
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_WS_FRAME, receive_timeout=120)
+    await ws.prepare(request)
+    token = _session(request)
+    current = await conversations.current(request.app[SESSIONS].session_hash(token)) if token else None
+    if current is None:
+        await ws.close(code=CLOSE_NO_SESSION, message=b"no conversation")
+        return ws
+    subscriber = Subscriber(ws)
+    hub.subscribe(current.id, subscriber)  # before the backlog: nothing falls in between
+    try:
+        for message in await conversations.history(current.id, since):
+            subscriber.offer({"type": "message", "message": message_json(message)})
+        subscriber.offer(
+            {"type": "status", "conversation": view_json(await conversations.view(current))}
+        )
+        writer = request.loop.create_task(subscriber.write_forever())
+        try:
+            async for frame in ws:
+                if frame.type is not WSMsgType.TEXT:
+                    break  # binary, oversized or broken frames end this socket only
+                try:
+                    data = json.loads(frame.data)
+                except ValueError:
+                    break
+                if isinstance(data, dict) and data.get("type") == "ping":
+                    subscriber.offer({"type": "pong"})
+        finally:
+            writer.cancel()
+    finally:
+        hub.unsubscribe(current.id, subscriber)
+        await ws.close()
+    return ws
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(request.app[SETTINGS]))
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def create_app(
+    conversations: ConversationService, hub: VisitorHub, settings: PortalSettings
+) -> web.Application:
+    app = web.Application(
+        client_max_size=MAX_BODY, middlewares=[security_headers, errors_middleware]
+    )
+    app[CONVERSATIONS] = conversations
+    app[HUB] = hub
+    app[SETTINGS] = settings
+    app[SESSIONS] = Sessions(settings.secret.encode(), settings.public_url.startswith("https:"))
+    app[ORIGINS] = Origins.of(settings.public_url, settings.allowed_origins)
+    app[CLIENT] = ClientAddress.of(settings.trusted_proxies)
+    app[START_LIMIT] = RateLimiter(settings.starts_per_minute)
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+    )
+    app.add_routes([
+        web.get("/", portal_page),
+        web.get("/healthz", health),
+        web.get("/api/openapi.json", openapi),
+        web.get("/api/session", session),
+        web.get("/api/conversation", get_conversation),
+        web.post("/api/conversation", start_conversation),
+        web.post("/api/conversation/messages", post_message),
+        web.post("/api/conversation/typing", post_typing),
+        web.post("/api/conversation/end", end_conversation),
+        web.get("/api/ws", websocket),
+        web.static("/static", HERE / "static"),
+    ])
+    return app
+
+
+__all__ = ["create_app", "PortalSettings", "NoOpenConversation"]

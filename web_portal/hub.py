@@ -1,0 +1,79 @@
+"""Live push to visitors' open pages: the core's VisitorChannel over websockets.
+
+Each socket has a bounded queue and its own writer, so one slow browser never stalls the others;
+a socket whose queue overflows is closed and its page catches up from the history on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from bridge.model import ConversationId
+from bridge.ports import MessageEvent, ReadEvent, StatusEvent, TypingEvent, VisitorEvent
+
+from .serialize import message_json, view_json
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 256
+CLOSE_TOO_SLOW = 1013  # "try again later": the page reconnects and reads the backlog
+
+
+def event_json(event: VisitorEvent) -> dict[str, Any]:
+    if isinstance(event, MessageEvent):
+        return {"type": "message", "message": message_json(event.message)}
+    if isinstance(event, StatusEvent):
+        return {"type": "status", "conversation": view_json(event.conversation)}
+    if isinstance(event, TypingEvent):
+        return {"type": "typing", "typing": event.typing, "name": event.name}
+    if isinstance(event, ReadEvent):
+        return {"type": "read", "up_to": event.up_to}
+    raise TypeError(event)
+
+
+class Subscriber:
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+
+    def offer(self, frame: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            log.info("closing a websocket that does not keep up")
+            asyncio.ensure_future(self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow"))
+
+    async def write_forever(self) -> None:
+        while True:
+            frame = await self.queue.get()
+            await self.ws.send_json(frame)
+
+
+class VisitorHub:
+    def __init__(self) -> None:
+        self._subscribers: dict[ConversationId, set[Subscriber]] = {}
+
+    async def publish(self, conversation_id: ConversationId, event: VisitorEvent) -> None:
+        subscribers = self._subscribers.get(conversation_id)
+        if not subscribers:
+            return
+        frame = event_json(event)
+        for subscriber in list(subscribers):
+            subscriber.offer(frame)
+
+    def subscribe(self, conversation_id: ConversationId, subscriber: Subscriber) -> None:
+        self._subscribers.setdefault(conversation_id, set()).add(subscriber)
+
+    def unsubscribe(self, conversation_id: ConversationId, subscriber: Subscriber) -> None:
+        subscribers = self._subscribers.get(conversation_id)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self._subscribers[conversation_id]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())

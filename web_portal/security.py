@@ -1,0 +1,128 @@
+"""Visitor sessions, CSRF tokens, origins, client addresses and rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+SESSION_COOKIE = "sb_session"
+CSRF_HEADER = "X-CSRF-Token"
+SESSION_MAX_AGE = 30 * 24 * 3600
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """A session is a random token in an httponly cookie; the server keeps only its hash."""
+
+    secret: bytes
+    secure_cookie: bool
+
+    @staticmethod
+    def valid_token(token: str | None) -> bool:
+        return bool(token) and 20 <= len(token) <= 64 and token.replace("-", "").replace("_", "").isalnum()  # type: ignore[union-attr]
+
+    def token(self, request: web.Request) -> str | None:
+        token = request.cookies.get(SESSION_COOKIE)
+        return token if self.valid_token(token) else None
+
+    def session_hash(self, token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def csrf_token(self, token: str) -> str:
+        return hmac.new(self.secret, b"csrf:" + token.encode(), hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, request: web.Request, token: str) -> bool:
+        given = request.headers.get(CSRF_HEADER, "")
+        return secrets.compare_digest(given.encode(), self.csrf_token(token).encode())
+
+    def issue(self, response: web.StreamResponse) -> str:
+        token = secrets.token_urlsafe(32)
+        self.set_cookie(response, token)
+        return token
+
+    def set_cookie(self, response: web.StreamResponse, token: str) -> None:
+        response.set_cookie(
+            SESSION_COOKIE, token, max_age=SESSION_MAX_AGE, httponly=True, samesite="Lax",
+            secure=self.secure_cookie, path="/",
+        )
+
+
+@dataclass(frozen=True)
+class Origins:
+    allowed: frozenset[str]
+
+    @classmethod
+    def of(cls, public_url: str, extra: Sequence[str]) -> "Origins":
+        return cls(frozenset([origin_of(public_url), *(origin_of(o) for o in extra)]))
+
+    def ok(self, request: web.Request, *, required: bool) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return not required
+        return origin.lower() in self.allowed
+
+
+@dataclass(frozen=True)
+class ClientAddress:
+    """The visitor's address; X-Forwarded-For is believed only from configured proxies."""
+
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def of(cls, proxies: Sequence[str]) -> "ClientAddress":
+        return cls(tuple(ipaddress.ip_network(p, strict=False) for p in proxies))
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
+
+    def __call__(self, request: web.Request) -> str:
+        remote = request.remote or "unknown"
+        if not self.trusted or not self._trusted(remote):
+            return remote
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+        # walk back from the nearest hop; the first one not a trusted proxy is the client
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return remote
+        return remote
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per key: ``per_minute`` refills, bursts up to the same number."""
+
+    per_minute: int
+    max_keys: int = 100_000
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        capacity = float(self.per_minute)
+        tokens, last = self._buckets.get(key, (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * self.per_minute / 60.0)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.max_keys:  # forget the fullest (idle) buckets first
+            for stale in [k for k, (t, _) in self._buckets.items() if t >= capacity - 1][:1000]:
+                del self._buckets[stale]
+        return allowed

@@ -1,0 +1,37 @@
+"""The JSON shapes of the visitor API (described in openapi.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from bridge.model import Message
+from bridge.ports import ConversationView
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    return {
+        "seq": message.seq,
+        "id": message.id,
+        "sender": message.sender.value,
+        "author": message.author,
+        "body": message.body,
+        "ts": iso(message.ts),
+        "client_id": message.client_id if message.sender.value == "visitor" else None,
+    }
+
+
+def view_json(view: ConversationView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "status": view.status,
+        "queue_position": view.queue_position,
+        "advisor_name": view.advisor_name,
+        "topic": view.topic,
+        "visitor_name": view.visitor_name,
+        "read_up_to": view.read_up_to,
+    }
