@@ -46,6 +46,7 @@ class Switchboard:
         self._ticker: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._db = None
+        self.hub = VisitorHub()
 
     async def start(self) -> None:
         config = self.config
@@ -61,7 +62,6 @@ class Switchboard:
             client_session=self._http,
         )
         self.gateway = MautrixGateway(config, api)
-        self.hub = VisitorHub()
         clock = WallClock()
         topics = config.portal.topics
         presenter = Presenter(self.store, self.hub, topics)
@@ -105,7 +105,7 @@ class Switchboard:
         )
 
     async def _serve(self, app: web.Application, host: str, port: int) -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         self._runners.append(runner)
@@ -158,6 +158,7 @@ class Switchboard:
                 await self._ticker
             except asyncio.CancelledError:
                 pass
+        await self.hub.close_all()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

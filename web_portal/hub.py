@@ -75,5 +75,13 @@ class VisitorHub:
             if not subscribers:
                 del self._subscribers[conversation_id]
 
+    async def close_all(self) -> None:
+        """Shutting down: tell every page to come back later (it reconnects by itself)."""
+        sockets = [sub.ws for subs in self._subscribers.values() for sub in subs]
+        await asyncio.gather(
+            *(ws.close(code=1001, message=b"server restarting") for ws in sockets),
+            return_exceptions=True,
+        )
+
     def __len__(self) -> int:
         return sum(len(s) for s in self._subscribers.values())

@@ -140,6 +140,11 @@ class People:
                 await switchboard.advisors.set_available(mxid, True)
         return client
 
+    async def login(self, mxid: str) -> AdvisorClient:
+        client = await AdvisorClient.login(self.homeserver.server.url, mxid, PASSWORD)
+        self.clients.append(client)
+        return client
+
     async def visitor(self, switchboard: Switchboard) -> Visitor:
         visitor = await Visitor(switchboard.config.portal.public_url).open()
         self.visitors.append(visitor)

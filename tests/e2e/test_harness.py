@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
 import pytest
 
-from appservice.local_homeserver import LocalHomeserver
 from tests.e2e.advisor import AdvisorClient
 
-PASSWORD = "correct horse battery staple"
+from tests.e2e.conftest import PASSWORD, Homeserver
 
 
-@pytest.fixture(scope="module")
-def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHomeserver]:
-    """A throw-away Synapse with users alice and bob."""
-    with LocalHomeserver(tmp_path_factory.mktemp("synapse"), for_tests=True) as hs:
-        assert hs.register_user("alice", PASSWORD, displayname="Alice") == "@alice:localhost"
-        assert hs.register_user("bob", PASSWORD) == "@bob:localhost"
-        assert hs.register_user("bob", "ignored") == "@bob:localhost"  # already exists: still fine
-        yield hs
+def test_registering_an_existing_user_returns_its_id(homeserver: Homeserver) -> None:
+    mxid = homeserver.new_user("carol")
+    assert homeserver.server.register_user(mxid[1:].split(":")[0], "ignored") == mxid
 
 
-async def test_two_advisors_chat(homeserver: LocalHomeserver) -> None:
+async def test_two_real_clients_chat_type_and_read(homeserver: Homeserver) -> None:
     began = time.monotonic()
-    alice = await AdvisorClient.login(homeserver.url, "alice", PASSWORD)
-    bob = await AdvisorClient.login(homeserver.url, "@bob:localhost", PASSWORD)
+    alice = await AdvisorClient.login(homeserver.server.url, homeserver.new_user("alice"), PASSWORD)
+    bob = await AdvisorClient.login(homeserver.server.url, homeserver.new_user("bob"), PASSWORD)
     try:
         room_id = await alice.create_room(invite=[bob.user_id], name="harness")
 

@@ -1,0 +1,73 @@
+"""The endpoint the homeserver pushes to: authentication, idempotency, big transactions."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import aiohttp
+import pytest
+
+
+async def _put(desk, txn_id: str, body, token: str | None, *, header: bool = True):
+    url = f"http://127.0.0.1:{desk.config.appservice.port}/_matrix/app/v1/transactions/{txn_id}"
+    headers = {"Authorization": f"Bearer {token}"} if token is not None and header else {}
+    params = {"access_token": token} if token is not None and not header else {}
+    async with aiohttp.ClientSession() as http:
+        async with http.put(url, data=json.dumps(body), headers=headers, params=params) as r:
+            return r.status, await r.json()
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong-token", "Bearer"])
+async def test_missing_empty_or_wrong_tokens_are_refused_with_403(sqlite_desks, token):
+    desk = await sqlite_desks.start()
+    status, body = await _put(desk, "t-auth", {"events": []}, token)
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN"
+    status, _ = await _put(desk, "t-auth", {"events": []}, token, header=False)
+    assert status == 403
+
+
+async def test_the_same_events_are_handled_once_however_often_they_come(desks, people):
+    desk = await desks.start()
+    ana = await people.advisor(desk, "ana")
+    vera = await people.visitor(desk)
+    await vera.start()
+    room = await ana.wait_for_invite()
+    await ana.join(room)
+    await vera.connect()
+    await vera.wait_status("active")
+    event = {
+        "type": "m.room.message", "room_id": room, "sender": ana.user_id,
+        "event_id": f"$replayed-{uuid.uuid4().hex}", "origin_server_ts": 1_700_000_000_000,
+        "content": {"msgtype": "m.text", "body": "said once"},
+    }
+    token = desk.config.appservice.hs_token
+    txn = f"replay-{uuid.uuid4().hex}"
+    for txn_id in (txn, txn, f"{txn}-again"):  # the same id twice, then the same event anew
+        status, _ = await _put(desk, txn_id, {"events": [event]}, token)
+        assert status == 200
+    await vera.wait_message("said once")
+    history = await vera.history()
+    assert [m["body"] for m in history["messages"]].count("said once") == 1
+
+
+async def test_large_transactions_are_accepted(sqlite_desks):
+    desk = await sqlite_desks.start()
+    token = desk.config.appservice.hs_token
+    filler = {"type": "m.room.message", "room_id": "!nowhere:localhost", "sender": "@x:localhost",
+              "content": {"msgtype": "m.text", "body": "x" * 60_000}}
+    events = [dict(filler, event_id=f"$big-{i}") for i in range(110)]  # ~6.6 MB
+    status, _ = await _put(desk, f"big-{uuid.uuid4().hex}", {"events": events}, token)
+    assert status == 200
+
+
+async def test_malformed_transactions_get_a_clear_error_and_nothing_breaks(sqlite_desks):
+    desk = await sqlite_desks.start()
+    token = desk.config.appservice.hs_token
+    status, body = await _put(desk, "bad-1", [1, 2, 3], token)
+    assert status == 400 and body["errcode"] == "M_BAD_JSON"
+    hostile = [None, 5, "x", {"type": "m.room.message"}, {"event_id": "$e", "content": []},
+               {"event_id": "$f", "type": "m.room.member", "room_id": "!r:x", "sender": "@a:x",
+                "state_key": 7, "content": {"membership": ["join"]}}]
+    status, _ = await _put(desk, "bad-2", {"events": hostile, "ephemeral": hostile}, token)
+    assert status == 200

@@ -1,0 +1,75 @@
+"""Admins and advisors talk to the bot from a real Matrix client."""
+
+from __future__ import annotations
+
+from bridge.model import ConversationStatus
+
+
+async def test_admin_adds_an_advisor_who_makes_herself_available_and_gets_a_visitor(
+    sqlite_desks, people, homeserver
+):
+    admin_id = homeserver.new_user("admin")
+    desk = await sqlite_desks.start(admins=(admin_id,))
+    admin = await people.login(admin_id)
+    ana = await people.advisor(None, "ana")
+    bot = desk.config.bot_mxid
+
+    dm = await admin.create_room(invite=[bot], is_direct=True)
+    await admin.wait_for_message(dm, "Type !help", sender=bot)
+
+    await admin.send_text(dm, "!help")
+    help_text = (await admin.wait_for_message(dm, "Commands you can use", sender=bot)).body
+    for command in ("!help", "!advisor", "!available", "!away", "!queue", "!close"):
+        assert command in help_text
+    assert all(" — " in line for line in help_text.splitlines()[1:])
+
+    await admin.send_text(dm, "!advisor")
+    await admin.wait_for_message(dm, "Usage: !advisor add|remove @user:server", sender=bot)
+    await admin.send_text(dm, "!advisor add ana")
+    await admin.wait_for_message(dm, "is not a Matrix user id", sender=bot)
+    await admin.send_text(dm, "!frobnicate")
+    await admin.wait_for_message(dm, "Unknown command !frobnicate", sender=bot)
+
+    await admin.send_text(dm, f"!advisor add {ana.user_id}")
+    await admin.wait_for_message(dm, f"{ana.user_id} is now an advisor", sender=bot)
+
+    # Ana is invited to a direct chat with the bot, with instructions
+    control = await ana.wait_for_invite()
+    await ana.join(control)
+    await ana.wait_for_message(control, "You are now a Switchboard advisor", sender=bot)
+    await ana.send_text(control, "!help")
+    ana_help = (await ana.wait_for_message(control, "Commands you can use", sender=bot)).body
+    assert "!available" in ana_help and "!advisor" not in ana_help
+    await ana.send_text(control, "!advisor add @mallory:localhost")
+    await ana.wait_for_message(control, "Unknown command !advisor", sender=bot)
+    await ana.send_text(control, "!capacity lots")
+    await ana.wait_for_message(control, "Usage: !capacity", sender=bot)
+    await ana.send_text(control, "!available")
+    await ana.wait_for_message(control, "You are available", sender=bot)
+
+    vera = await people.visitor(desk)
+    await vera.start()
+    room = await ana.wait_for_invite(lambda r: r != control)
+    await ana.join(room)
+    await ana.send_text(room, "!status")
+    await ana.wait_for_message(room, "1 of 3 visitors", sender=bot)
+    await admin.send_text(dm, "!advisor list")
+    await admin.wait_for_message(dm, f"{ana.user_id} — available", sender=bot)
+    await ana.send_text(control, "!away")
+    await ana.wait_for_message(control, "You are away", sender=bot)
+
+
+async def test_a_visitor_typing_bot_commands_sends_text_not_commands(sqlite_desks, people):
+    desk = await sqlite_desks.start()
+    ana = await people.advisor(desk, "ana")
+    vera = await people.visitor(desk)
+    started = await vera.start(message="!close")
+    room = await ana.wait_for_invite()
+    await ana.join(room)
+    await vera.say("!advisor add @vera:localhost")
+    await ana.wait_for_message(room, "!advisor add @vera:localhost")
+    conversation = await desk.store.get_conversation(started["conversation"]["id"])
+    assert conversation.status is ConversationStatus.ACTIVE
+    assert [a.mxid for a in await desk.advisors.list()] == [ana.user_id]
+    assert not [body for sender, body, _ in ana.messages(room)
+                if sender == desk.config.bot_mxid and "Unknown command" in body]

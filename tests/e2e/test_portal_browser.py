@@ -1,0 +1,81 @@
+"""The real portal page in headless Chromium, from the pre-chat form to the advisor's reply.
+
+It also takes the screenshots shown in the README (docs/portal-*.png).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser():
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Debian's chromium is needed: `make test` installs it (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield browser
+        await browser.close()
+
+
+async def test_visitor_fills_the_form_waits_then_chats_with_the_advisor(browser, sqlite_desks, people):
+    desk = await sqlite_desks.start()
+    ana = await people.advisor(desk, "ana", available=False)
+    page = await browser.new_page(viewport={"width": 1100, "height": 760})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(desk.config.portal.public_url + "/")
+
+    # a bad email is refused with a clear message, and nothing starts
+    await page.fill("#name", "Vera <b>Visitor</b>")
+    await page.fill("#email", "not-an-email")
+    await page.select_option("#topic", "billing")
+    await page.fill("#message", "Hello, I was charged twice.\nOrder 1234.")
+    await page.click("#start")
+    await expect(page.locator("#email-error")).not_to_be_empty()
+    assert await desk.store.open_conversations() == []
+
+    await page.fill("#email", "vera@example.org")
+    await page.click("#start")
+    # nobody is available: the visitor sees their place in the queue
+    await expect(page.locator("#status")).to_contain_text("number 1", timeout=10_000)
+    await page.screenshot(path=str(DOCS / "portal-waiting.png"))
+
+    await desk.advisors.set_available(ana.user_id, True)
+    room = await ana.wait_for_invite()
+    await ana.join(room)
+    first = await ana.wait_for_message(room, "Hello, I was charged twice.\nOrder 1234.")
+    assert ana.client.rooms[room].user_name(first.sender) == "Vera <b>Visitor</b> (visitor)"
+    await expect(page.locator("#status")).to_contain_text("Ana", timeout=10_000)
+
+    await ana.send_text(room, "Hi Vera! I can see the double charge; refunding it now.")
+    reply = page.locator('.msg[data-sender="advisor"] .msg-body')
+    await expect(reply).to_have_text("Hi Vera! I can see the double charge; refunding it now.")
+
+    await page.fill("#composer", "Thank you <script>alert(1)</script>")
+    await page.press("#composer", "Enter")
+    await ana.wait_for_message(room, "Thank you <script>alert(1)</script>")
+    await expect(page.locator('.msg[data-sender="visitor"] .msg-body').last).to_have_text(
+        "Thank you <script>alert(1)</script>"
+    )
+    await page.screenshot(path=str(DOCS / "portal-chatting.png"))
+
+    # the same chat on a phone-sized screen, after a reload: the history is all there, once
+    await page.set_viewport_size({"width": 390, "height": 760})
+    await page.reload()
+    await expect(page.locator('.msg[data-sender="advisor"] .msg-body')).to_have_count(1)
+    await expect(page.locator('.msg[data-sender="visitor"]')).to_have_count(2)
+    await page.screenshot(path=str(DOCS / "portal-phone.png"))
+    assert not [e for e in errors if "Content Security Policy" in e or "TypeError" in e], errors
