@@ -66,6 +66,8 @@ async def test_a_visitor_typing_bot_commands_sends_text_not_commands(sqlite_desk
     started = await vera.start(message="!close")
     room = await ana.wait_for_invite()
     await ana.join(room)
+    await vera.connect()
+    await vera.wait_status("active")
     await vera.say("!advisor add @vera:localhost")
     await ana.wait_for_message(room, "!advisor add @vera:localhost")
     conversation = await desk.store.get_conversation(started["conversation"]["id"])

@@ -73,6 +73,8 @@ async def test_visitor_pressing_end_tells_the_advisor_and_the_puppet_leaves(desk
     room = await ana.wait_for_invite()
     await ana.join(room)
     first = await ana.wait_for_message(room, "Hello, I was charged twice.")
+    await vera.connect()
+    await vera.wait_status("active")
     status, body = await vera.post("/api/conversation/end", {})
     assert status == 200 and body["conversation"]["status"] == "ended"
     await ana.wait_for_message(room, "The visitor ended the chat.")
