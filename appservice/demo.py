@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .__main__ import setup_logging, wait_for_stop_signal
 from .config import generate, load
-from .local_homeserver import LocalHomeserver
+from .local_homeserver import LocalHomeserver, die_with_parent
 
 SERVER_NAME = "localhost"
 
@@ -47,6 +47,7 @@ def _say(text: str) -> None:
 async def run_demo(data_dir: Path) -> None:
     from .bootstrap import Switchboard
 
+    die_with_parent()  # `make demo` killed: we stop too, and take the homeserver with us
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     setup_logging("WARNING")
@@ -72,7 +73,8 @@ async def run_demo(data_dir: Path) -> None:
         })
     credentials = _credentials(data_dir)
     _say(f"[1/3] Starting the local homeserver ({homeserver.url}) …")
-    await asyncio.to_thread(homeserver.start)
+    # in this thread: the homeserver is tied to the thread that starts it (die_with_parent)
+    homeserver.start()
     switchboard: Switchboard | None = None
     try:
         for user in ("ana", "admin"):

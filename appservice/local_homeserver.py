@@ -73,6 +73,23 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (no orphans after a kill).
+
+    Takes effect for the calling thread's children only when called in the child itself, so
+    it is used as ``preexec_fn`` and at the demo's start. A no-op off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 def _free_loopback_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -278,6 +295,7 @@ class LocalHomeserver:
                 stdout=console,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # Synapse must not outlive us, even after SIGKILL
             )
         deadline = began + timeout
         while not self._answers():
