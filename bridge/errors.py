@@ -39,3 +39,8 @@ class Unavailable(SwitchboardError):
 
     code = "unavailable"
     status = 503
+
+
+class RateLimited(SwitchboardError):
+    code = "rate_limited"
+    status = 429

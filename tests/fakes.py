@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -46,7 +47,17 @@ class MemoryStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        yield
+        """All or nothing, like the SQL stores: a failure restores the state from before."""
+        saved = copy.deepcopy(
+            (self.visitors, self.sessions, self.conversations, self.messages_, self.advisors_,
+             self.settings)
+        )
+        try:
+            yield
+        except BaseException:
+            (self.visitors, self.sessions, self.conversations, self.messages_, self.advisors_,
+             self.settings) = saved
+            raise
 
     async def add_visitor(self, visitor: Visitor, session_hash: str) -> None:
         self.visitors[visitor.id] = visitor

@@ -178,15 +178,12 @@ async def start_conversation(request: web.Request) -> web.Response:
     session_hash = _state_changing(request)
     form = await _json_body(request)
     conversations = request.app[CONVERSATIONS]
-    existing = await conversations.current(session_hash)
-    if existing is None or not existing.status.is_open:
-        # only new conversations cost a token: a retry of the same start is free
-        address = request.app[CLIENT](request)
-        if not request.app[START_LIMIT].allow(address):
-            return error_response(
-                429, "rate_limited", "Too many new chats from your network. Wait a minute."
-            )
-    conversation, created = await conversations.start(session_hash, form)
+    address = request.app[CLIENT](request)
+    limiter = request.app[START_LIMIT]
+    # only a conversation really being created costs a token: a retried start is free
+    conversation, created = await conversations.start(
+        session_hash, form, admit=lambda: limiter.allow(address)
+    )
     history = await conversations.history(conversation.id)
     return web.json_response(
         {

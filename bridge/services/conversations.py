@@ -6,10 +6,10 @@ import dataclasses
 import logging
 import secrets
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .. import validation
-from ..errors import NoOpenConversation, NotFound, Unavailable
+from ..errors import NoOpenConversation, NotFound, RateLimited, Unavailable
 from ..locks import KeyedLock
 from ..model import (
     AdvisorMxid,
@@ -64,11 +64,15 @@ class ConversationService:
     async def visitor_for_session(self, session_hash: str) -> Visitor | None:
         return await self._store.visitor_by_session(session_hash)
 
-    async def start(self, session_hash: str, form: Any) -> tuple[Conversation, bool]:
+    async def start(
+        self, session_hash: str, form: Any, admit: Callable[[], bool] = lambda: True
+    ) -> tuple[Conversation, bool]:
         """Open the visitor's conversation from the pre-chat form.
 
         One visitor has at most one open conversation: a second start (double click, retried
-        request, another tab) returns the open one with ``False``.
+        request, another tab) returns the open one with ``False``. ``admit`` is asked only when
+        a new conversation would be created (the portal's rate limit); refusing raises
+        :class:`RateLimited`.
         """
         request = validation.start_request(form, self._topics)
         async with self._visitor_locks(session_hash):
@@ -78,7 +82,9 @@ class ConversationService:
                 current = await self._store.latest_conversation(visitor.id)
                 if current is not None and current.status.is_open:
                     return current, False
-            else:
+            if not admit():
+                raise RateLimited("Too many new chats from your network. Please wait a minute.")
+            if visitor is None:
                 visitor = Visitor(new_visitor_id(), request.name, request.email, now)
                 await self._store.add_visitor(visitor, session_hash)
             conversation = Conversation(

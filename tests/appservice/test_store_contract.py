@@ -404,8 +404,6 @@ async def test_transaction_commits_grouped_writes(store: Store) -> None:
 
 
 async def test_transaction_rolls_back_every_write_when_the_body_raises(backend: Backend) -> None:
-    if backend.name == "memory":
-        pytest.skip("MemoryStore.transaction() is a no-op: it has nothing to roll back")
     store = backend.store
     await with_visitors(store, 1)
 

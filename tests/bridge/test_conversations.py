@@ -132,3 +132,19 @@ async def test_the_advisor_closing_ends_the_chat(desk):
     ended = await desk.conversations.advisor_close(conversation.room_id, A, "Ana")
     assert ended.ended_by is Sender.ADVISOR
     assert (await desk.conversations.transcript(conversation.id))[-1].body == "Ana ended the chat."
+
+
+async def test_the_start_limit_is_asked_only_when_a_conversation_would_be_created(desk):
+    from bridge.errors import RateLimited
+
+    asked: list[str] = []
+
+    def admit(answer: bool):
+        return lambda: asked.append("asked") or answer
+
+    await desk.conversations.start("s1", FORM, admit=admit(True))
+    await desk.conversations.start("s1", FORM, admit=admit(False))  # a retry: not asked
+    assert asked == ["asked"]
+    with pytest.raises(RateLimited):
+        await desk.conversations.start("s2", FORM, admit=admit(False))
+    assert len(desk.store.conversations) == 1 and desk.gateway.rooms == 1
