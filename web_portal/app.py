@@ -215,6 +215,14 @@ async def post_typing(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def post_read(request: web.Request) -> web.Response:
+    session_hash = _state_changing(request)
+    body = await _json_body(request)
+    up_to = body.get("up_to") if isinstance(body, dict) else None
+    await request.app[CONVERSATIONS].visitor_read(session_hash, up_to)
+    return web.Response(status=204)
+
+
 async def end_conversation(request: web.Request) -> web.Response:
     session_hash = _state_changing(request)
     conversations = request.app[CONVERSATIONS]
@@ -296,6 +304,7 @@ def create_app(
         web.post("/api/conversation", start_conversation),
         web.post("/api/conversation/messages", post_message),
         web.post("/api/conversation/typing", post_typing),
+        web.post("/api/conversation/read", post_read),
         web.post("/api/conversation/end", end_conversation),
         web.get("/api/ws", websocket),
         web.static("/static", HERE / "static"),

@@ -116,6 +116,13 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                     "type": "object", "required": ["typing"],
                     "properties": {"typing": {"type": "boolean"}}}}}},
                 "responses": {"204": {"description": "Sent"}, **errors}}},
+            "/api/conversation/read": {"post": {
+                "summary": "The visitor has seen the advisor's messages up to this seq",
+                "security": csrf,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["up_to"],
+                    "properties": {"up_to": {"type": "integer", "minimum": 1}}}}}},
+                "responses": {"204": {"description": "Sent"}, **errors}}},
             "/api/conversation/end": {"post": {
                 "summary": "End the conversation",
                 "security": csrf,

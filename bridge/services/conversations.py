@@ -9,7 +9,7 @@ import uuid
 from typing import Any, Callable, Mapping
 
 from .. import validation
-from ..errors import NoOpenConversation, NotFound, RateLimited, Unavailable
+from ..errors import InvalidInput, NoOpenConversation, NotFound, RateLimited, Unavailable
 from ..locks import KeyedLock
 from ..model import (
     AdvisorMxid,
@@ -228,6 +228,21 @@ class ConversationService:
             await self._gateway.set_visitor_typing(
                 conversation.room_id, conversation.puppet, bool(typing)
             )
+
+    async def visitor_read(self, session_hash: str, up_to: Any) -> None:
+        """The visitor has seen the advisor's messages up to ``up_to``: a read receipt in Matrix."""
+        if not isinstance(up_to, int) or isinstance(up_to, bool) or up_to < 1:
+            raise InvalidInput("up_to must be a message number.", field="up_to")
+        conversation = await self._open_for(session_hash)
+        if conversation.room_id is None or conversation.puppet is None:
+            return
+        seen = [
+            m for m in await self._store.messages(conversation.id, max(0, up_to - 50))
+            if m.seq <= up_to and m.sender is Sender.ADVISOR and m.event_id
+        ]
+        if seen:
+            assert seen[-1].event_id is not None
+            await self._gateway.mark_read(conversation.room_id, conversation.puppet, seen[-1].event_id)
 
     async def visitor_end(self, session_hash: str) -> Conversation:
         conversation = await self.current(session_hash)

@@ -30,6 +30,10 @@ async def test_visitor_and_advisor_chat_both_ways_until_the_advisor_closes(desks
     await ana.send_text(room, "Hi Vera, let me check.")
     reply = await vera.wait_message("Hi Vera, let me check.")
     assert reply["sender"] == "advisor" and reply["author"] == "Ana"
+    # the visitor has seen it: Ana's client shows the puppet's read receipt
+    status, _ = await vera.post("/api/conversation/read", {"up_to": reply["seq"]})
+    assert status == 204
+    await ana.wait_for_receipt(room, puppet)
 
     # visitor → advisor, with typing first
     status, _ = await vera.post("/api/conversation/typing", {"typing": True})

@@ -64,9 +64,15 @@ async def test_visitor_fills_the_form_waits_then_chats_with_the_advisor(browser,
     reply = page.locator('.msg[data-sender="advisor"] .msg-body')
     await expect(reply).to_have_text("Hi Vera! I can see the double charge; refunding it now.")
 
+    await ana.wait_for_receipt(room, first.sender)  # the page told Ana the visitor saw it
+
     await page.fill("#composer", "Thank you <script>alert(1)</script>")
     await page.press("#composer", "Enter")
-    await ana.wait_for_message(room, "Thank you <script>alert(1)</script>")
+    thanks = await ana.wait_for_message(room, "Thank you <script>alert(1)</script>")
+    await ana.send_read_receipt(room, thanks.event_id)
+    await expect(page.locator('.msg[data-read="true"] .msg-body')).to_have_text(
+        "Thank you <script>alert(1)</script>"
+    )
     await expect(page.locator('.msg[data-sender="visitor"] .msg-body').last).to_have_text(
         "Thank you <script>alert(1)</script>"
     )

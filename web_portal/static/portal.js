@@ -93,6 +93,7 @@
   const TYPING_THROTTLE_MS = 3000;
   const TYPING_IDLE_MS = 5000;
   const TYPING_DISPLAY_MS = 6000;
+  const READ_DELAY_MS = 800; // batch read receipts: one request for a burst of replies
   const PING_MS = 25000;
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 10000;
@@ -316,6 +317,8 @@
     ending: false,
     stickToBottom: true,
     readNode: null,
+    readSent: 0, // highest advisor seq we told the server the visitor has seen
+    readTimer: null,
     unread: 0,
     baseTitle: document.title
   };
@@ -636,6 +639,23 @@
     updateGrouping();
     updateReadMark();
     if (scroll) scrollToBottom();
+    reportRead();
+  }
+
+  /* Tell the advisor (a read receipt in their Matrix client) what the visitor has seen. */
+  function reportRead() {
+    if (document.hidden || !hasOpenConversation() || state.readTimer) return;
+    let upTo = 0;
+    state.messages.forEach(function (entry, seq) {
+      if (entry.msg.sender === 'advisor' && seq > upTo) upTo = seq;
+    });
+    if (upTo <= state.readSent) return;
+    state.readTimer = setTimeout(function () {
+      state.readTimer = null;
+      api('POST', '/api/conversation/read', { up_to: upTo }).then(function () {
+        if (upTo > state.readSent) state.readSent = upTo;
+      }).catch(function () { /* best effort: the next message retries */ });
+    }, READ_DELAY_MS);
   }
 
   function clearChat() {
@@ -644,6 +664,7 @@
     state.lastSeq = 0;
     state.syncSeq = 0;
     state.readNode = null;
+    state.readSent = 0;
     el.transcript.textContent = '';
     hideTyping();
   }
@@ -1419,6 +1440,7 @@
       state.unread = 0;
       document.title = state.baseTitle;
       if (hasOpenConversation() && !state.ws) reconnectNow();
+      reportRead();
     });
     window.addEventListener('pagehide', function () {
       if (state.myTyping.active) {
