@@ -70,7 +70,8 @@ class Switchboard:
             RoutingSettings(config.routing.capacity, config.routing.invite_timeout),
         )
         self.conversations = ConversationService(
-            self.store, self.gateway, self.hub, presenter, self.queue, clock, topics
+            self.store, self.gateway, self.hub, presenter, self.queue, clock, topics,
+            abandon_after=config.routing.abandon_after,
         )
         self.advisors = AdvisorService(self.store, self.queue)
         commands = CommandRegistry()

@@ -53,6 +53,7 @@ class PortalConfig:
 class RoutingConfig:
     capacity: int
     invite_timeout: float
+    abandon_after: float
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ def parse(data: Any, path: Path | None = None) -> Config:
         routing=RoutingConfig(
             capacity=_get(data, "routing.capacity", int),
             invite_timeout=_get(data, "routing.invite_timeout", float),
+            abandon_after=_get(data, "routing.abandon_after", float),
         ),
         admins=tuple(str(a) for a in _get(data, "desk.admins", list)),
         log_level=s("logging.level").upper(),
@@ -142,6 +144,8 @@ def parse(data: Any, path: Path | None = None) -> Config:
             raise ConfigError(f"{key} is not set: run `switchboard generate` to create it.")
     if config.routing.capacity < 1 or config.routing.invite_timeout <= 0:
         raise ConfigError("routing.capacity must be ≥ 1 and routing.invite_timeout > 0.")
+    if config.routing.abandon_after < 10:
+        raise ConfigError("routing.abandon_after must be at least 10 seconds.")
     return config
 
 

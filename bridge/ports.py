@@ -150,3 +150,6 @@ class VisitorChannel(Protocol):
 
     async def publish(self, conversation_id: ConversationId, event: VisitorEvent) -> None:
         """Best effort: the store, not this channel, is the record of what was said."""
+
+    def is_watching(self, conversation_id: ConversationId) -> bool:
+        """Whether the visitor has the conversation open in a page right now."""

@@ -216,6 +216,10 @@ class FakeMatrixGateway:
 class FakeVisitorChannel:
     def __init__(self) -> None:
         self.events: list[tuple[ConversationId, VisitorEvent]] = []
+        self.watching: set[ConversationId] = set()
+
+    def is_watching(self, conversation_id: ConversationId) -> bool:
+        return conversation_id in self.watching
 
     async def publish(self, conversation_id: ConversationId, event: VisitorEvent) -> None:
         self.events.append((conversation_id, event))

@@ -65,6 +65,9 @@ class VisitorHub:
         for subscriber in list(subscribers):
             subscriber.offer(frame)
 
+    def is_watching(self, conversation_id: ConversationId) -> bool:
+        return bool(self._subscribers.get(conversation_id))
+
     def subscribe(self, conversation_id: ConversationId, subscriber: Subscriber) -> None:
         self._subscribers.setdefault(conversation_id, set()).add(subscriber)
 

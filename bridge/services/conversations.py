@@ -48,6 +48,8 @@ class ConversationService:
         queue: QueueService,
         clock: Clock,
         topics: Mapping[str, str],
+        *,
+        abandon_after: float = 300.0,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -56,6 +58,8 @@ class ConversationService:
         self._queue = queue
         self._clock = clock
         self._topics = topics
+        self._abandon_after = abandon_after
+        self._unwatched_since: dict[ConversationId, float] = {}
         self._visitor_locks = KeyedLock()
         self._conversation_locks = KeyedLock()
 
@@ -360,8 +364,10 @@ class ConversationService:
     # -- housekeeping -------------------------------------------------------------------
 
     async def tick(self) -> None:
-        """Repair and time-driven work: expired offers, rooms not yet made, undelivered text."""
+        """Repair and time-driven work: expired offers, rooms not yet made, undelivered text,
+        visitors who left before anyone answered."""
         await self._queue.expire_offers()
+        await self._drop_abandoned()
         pending = await self._store.conversations_with_undelivered()
         for conversation in await self._store.open_conversations():
             if conversation.room_id is None or conversation.id in pending:
@@ -370,6 +376,32 @@ class ConversationService:
                 except Exception:
                     log.warning("retrying %s failed again", conversation.id, exc_info=True)
         await self._queue.dispatch()
+
+    async def _drop_abandoned(self) -> None:
+        """A visitor who closed the page while still queued is not left ringing advisors.
+
+        Only waiting and offered conversations are dropped; a conversation with an advisor is
+        theirs to close. The clock starts when this process first sees the page gone, so a
+        restart never drops anyone early.
+        """
+        now = self._clock.now()
+        queued = {
+            c.id
+            for c in await self._store.open_conversations()
+            if c.status in (ConversationStatus.WAITING, ConversationStatus.INVITING)
+        }
+        for conversation_id in list(self._unwatched_since):
+            if conversation_id not in queued or self._channel.is_watching(conversation_id):
+                del self._unwatched_since[conversation_id]
+        for conversation_id in queued:
+            if self._channel.is_watching(conversation_id):
+                continue
+            since = self._unwatched_since.setdefault(conversation_id, now)
+            if now - since >= self._abandon_after:
+                del self._unwatched_since[conversation_id]
+                note = "The visitor left before an advisor was free."
+                ended = await self._queue.end(conversation_id, Sender.VISITOR, note)
+                await self._leave_room(ended, note)
 
     async def transcript(self, conversation_id: ConversationId) -> list[Message]:
         return await self._store.messages(conversation_id)

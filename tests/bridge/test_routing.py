@@ -137,3 +137,30 @@ async def test_an_advisor_leaving_an_active_chat_hands_the_visitor_back(desk):
     await desk.conversations.advisor_left(room, A)
     conv = await desk.conv(cid)
     assert conv.status is ConversationStatus.INVITING and conv.advisor == B
+
+
+async def test_a_queued_visitor_who_closed_the_page_is_dropped_after_a_grace_time(desk):
+    await desk.advisor(A, available=False)
+    gone, staying = [await desk.visitor(s) for s in ("s1", "s2")]
+    desk.channel.watching.add(staying)
+    desk.clock.advance(1)
+    await desk.conversations.tick()  # the clock starts when the page is first seen gone
+    desk.clock.advance(299)
+    await desk.conversations.tick()
+    assert (await desk.conv(gone)).status is ConversationStatus.WAITING  # a reload is in time
+    desk.clock.advance(1)
+    await desk.conversations.tick()
+    ended = await desk.conv(gone)
+    assert ended.status is ConversationStatus.ENDED
+    assert (await desk.store.messages(gone))[-1].body == (
+        "The visitor left before an advisor was free."
+    )
+    assert (await desk.conv(staying)).status is ConversationStatus.WAITING
+    assert desk.channel.of(staying, StatusEvent)[-1].conversation.queue_position == 1
+    # a visitor already with an advisor is the advisor's to close, page or no page
+    await desk.advisors.set_available(A, True)
+    room = (await desk.conv(staying)).room_id
+    await desk.conversations.advisor_joined(room, A)
+    desk.clock.advance(1000)
+    await desk.conversations.tick()
+    assert (await desk.conv(staying)).status is ConversationStatus.ACTIVE

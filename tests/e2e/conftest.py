@@ -84,7 +84,8 @@ class DeskFactory:
             database_url=url,
             portal=dataclasses.replace(base.portal, port=port,
                                        public_url=f"http://127.0.0.1:{port}"),
-            routing=RoutingConfig(capacity=capacity, invite_timeout=invite_timeout),
+            routing=RoutingConfig(capacity=capacity, invite_timeout=invite_timeout,
+                                  abandon_after=base.routing.abandon_after),
             admins=admins,
         )
         switchboard = Switchboard(config)
