@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test lint chromium install clean
 
 $(VENV)/.demo-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,12 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
-test: $(VENV)/.test-installed chromium
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check bridge appservice web_portal alembic tests
+	$(BIN)/black --check --quiet bridge appservice web_portal alembic tests
+	$(BIN)/mypy bridge appservice web_portal
+
+test: $(VENV)/.test-installed chromium lint
 	$(BIN)/python -m pytest
 
 clean:

@@ -53,14 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("-r", "--registration", type=Path, default=Path("registration.yaml"))
     run_p = sub.add_parser("run", help="run Switchboard next to your homeserver")
     run_p.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
-    demo = sub.add_parser("demo", help="a local homeserver, Switchboard and an advisor, ready to try")
+    demo = sub.add_parser(
+        "demo", help="a local homeserver, Switchboard and an advisor, ready to try"
+    )
     demo.add_argument("--data-dir", type=Path, default=Path("demo-data"))
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
             config = generate(args.config, args.registration)
-            print(f"Wrote {args.config} and {args.registration} (appservice id {config.appservice.id}).")
-            print("Add the registration to your homeserver's app_service_config_files and restart it.")
+            print(
+                f"Wrote {args.config} and {args.registration} "
+                f"(appservice id {config.appservice.id})."
+            )
+            print(
+                "Add the registration to your homeserver's app_service_config_files, "
+                "then restart the homeserver."
+            )
         elif args.command == "run":
             asyncio.run(run(args.config))
         else:

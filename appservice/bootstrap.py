@@ -1,4 +1,4 @@
-"""The one place that builds Switchboard: store, Matrix gateway, services, bot and both web apps."""
+"""The one place that builds Switchboard: store, Matrix gateway, services, bot, web apps."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 from mautrix.appservice import AppServiceAPI
 from mautrix.types import UserID
+from mautrix.util.async_db import Database
 
 from bridge.model import Presence, RoutingSettings
 from bridge.services.advisors import AdvisorService
@@ -45,13 +46,14 @@ class Switchboard:
         self._runners: list[web.AppRunner] = []
         self._ticker: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
-        self._db = None
+        self._db: Database | None = None
         self.hub = VisitorHub()
 
     async def start(self) -> None:
         config = self.config
         self._db = await open_database(config.database_url)
-        self.store = SqlStore(self._db)
+        db = self._db
+        self.store = SqlStore(db)
         self._http = aiohttp.ClientSession()
         api = AppServiceAPI(
             base_url=config.homeserver.address,
@@ -66,23 +68,36 @@ class Switchboard:
         topics = config.portal.topics
         presenter = Presenter(self.store, self.hub, topics)
         self.queue = QueueService(
-            self.store, self.gateway, presenter, clock,
+            self.store,
+            self.gateway,
+            presenter,
+            clock,
             RoutingSettings(config.routing.capacity, config.routing.invite_timeout),
         )
         self.conversations = ConversationService(
-            self.store, self.gateway, self.hub, presenter, self.queue, clock, topics,
+            self.store,
+            self.gateway,
+            self.hub,
+            presenter,
+            self.queue,
+            clock,
+            topics,
             abandon_after=config.routing.abandon_after,
         )
         self.advisors = AdvisorService(self.store, self.queue)
         commands = CommandRegistry()
         desk_commands.register(
-            commands, self.advisors, self.conversations,
+            commands,
+            self.advisors,
+            self.conversations,
             default_capacity=config.routing.capacity,
             welcome_advisor=self.welcome_advisor,
             open_conversations=self.store.open_conversations,
         )
-        events = MatrixEventHandler(config, self.gateway, self.conversations, self.advisors, commands)
-        self.endpoint = AppserviceEndpoint(config.appservice.hs_token, AppserviceLog(self._db), events)
+        events = MatrixEventHandler(
+            config, self.gateway, self.conversations, self.advisors, commands
+        )
+        self.endpoint = AppserviceEndpoint(config.appservice.hs_token, AppserviceLog(db), events)
         portal = create_app(
             self.conversations,
             self.hub,
@@ -102,7 +117,9 @@ class Switchboard:
         self._ticker = asyncio.create_task(self._tick_forever())
         log.info(
             "Switchboard is running: portal %s, appservice endpoint %s:%d",
-            config.portal.public_url, config.appservice.hostname, config.appservice.port,
+            config.portal.public_url,
+            config.appservice.hostname,
+            config.appservice.port,
         )
 
     async def _serve(self, app: web.Application, host: str, port: int) -> None:

@@ -1,4 +1,4 @@
-"""Switchboard's YAML configuration, parsed once at start-up into frozen per-section dataclasses."""
+"""Switchboard's YAML config, parsed once at start-up into frozen per-section dataclasses."""
 
 from __future__ import annotations
 
@@ -119,7 +119,9 @@ def parse(data: Any, path: Path | None = None) -> Config:
             hostname=s("portal.hostname"),
             port=_get(data, "portal.port", int),
             public_url=s("portal.public_url").rstrip("/"),
-            allowed_origins=tuple(str(o).rstrip("/") for o in _get(data, "portal.allowed_origins", list)),
+            allowed_origins=tuple(
+                str(o).rstrip("/") for o in _get(data, "portal.allowed_origins", list)
+            ),
             org_name=s("portal.org_name"),
             topics={str(k): str(v) for k, v in topics.items()},
             trusted_proxies=tuple(str(p) for p in _get(data, "portal.trusted_proxies", list)),
@@ -158,7 +160,9 @@ def load(path: Path) -> Config:
     return parse(_yaml().load(path.read_text()), path)
 
 
-def generate(config_path: Path, registration_path: Path, overrides: dict[str, Any] | None = None) -> Config:
+def generate(
+    config_path: Path, registration_path: Path, overrides: dict[str, Any] | None = None
+) -> Config:
     """Fill generated secrets into the config (creating it from the example if missing) and
     write the homeserver registration. Keeps every key the admin already set."""
     yaml = _yaml()
@@ -170,7 +174,11 @@ def generate(config_path: Path, registration_path: Path, overrides: dict[str, An
         for part in parents:
             node = node[part]
         node[last] = value
-    for section, key in (("appservice", "as_token"), ("appservice", "hs_token"), ("portal", "secret")):
+    for section, key in (
+        ("appservice", "as_token"),
+        ("appservice", "hs_token"),
+        ("portal", "secret"),
+    ):
         if data[section][key] in (GENERATE, None, ""):
             data[section][key] = secrets.token_urlsafe(32)
     config_path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,17 +60,21 @@ async def run_demo(data_dir: Path) -> None:
     else:
         as_port, portal_port = _port(29330), _port(29331)
         portal_url = f"http://127.0.0.1:{portal_port}"
-        config = generate(config_path, registration, {
-            "homeserver.address": homeserver.url,
-            "homeserver.domain": SERVER_NAME,
-            "appservice.address": f"http://127.0.0.1:{as_port}",
-            "appservice.port": as_port,
-            "portal.port": portal_port,
-            "portal.public_url": portal_url,
-            "database.url": f"sqlite:///{data_dir / 'switchboard.db'}",
-            "desk.admins": [f"@admin:{SERVER_NAME}"],
-            "logging.level": "WARNING",
-        })
+        config = generate(
+            config_path,
+            registration,
+            {
+                "homeserver.address": homeserver.url,
+                "homeserver.domain": SERVER_NAME,
+                "appservice.address": f"http://127.0.0.1:{as_port}",
+                "appservice.port": as_port,
+                "portal.port": portal_port,
+                "portal.public_url": portal_url,
+                "database.url": f"sqlite:///{data_dir / 'switchboard.db'}",
+                "desk.admins": [f"@admin:{SERVER_NAME}"],
+                "logging.level": "WARNING",
+            },
+        )
     credentials = _credentials(data_dir)
     _say(f"[1/3] Starting the local homeserver ({homeserver.url}) …")
     # in this thread: the homeserver is tied to the thread that starts it (die_with_parent)
@@ -79,7 +83,10 @@ async def run_demo(data_dir: Path) -> None:
     try:
         for user in ("ana", "admin"):
             await asyncio.to_thread(
-                homeserver.register_user, user, credentials[user], admin=user == "admin",
+                homeserver.register_user,
+                user,
+                credentials[user],
+                admin=user == "admin",
                 displayname="Ana" if user == "ana" else "Admin",
             )
         _say("[2/3] Starting Switchboard …")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mautrix.types import RoomID as MxRoomID
+
 from bridge.model import AdvisorMxid, EventId, Presence, RoomId
 from bridge.services.advisors import AdvisorService
 from bridge.services.conversations import ConversationService
@@ -91,18 +93,25 @@ class MatrixEventHandler:
     async def _accept_invite(self, room_id: RoomId, inviter: str) -> None:
         """Anyone may open a direct chat with the bot; commands check who may do what."""
         try:
-            await self._gateway.bot.join_room_by_id(room_id)
+            await self._gateway.bot.join_room_by_id(MxRoomID(room_id))
         except Exception:
-            log.warning("could not join %s after an invite from %s", room_id, inviter, exc_info=True)
+            log.warning(
+                "could not join %s after an invite from %s", room_id, inviter, exc_info=True
+            )
             return
         if await self._advisors.get(inviter) is not None:
             await self._advisors.set_control_room(inviter, room_id)
         await self._gateway.bot.send_notice(
-            room_id, "Hello! I am the Switchboard bot. Type !help for what I can do for you."
+            MxRoomID(room_id),
+            "Hello! I am the Switchboard bot. Type !help for what I can do for you.",
         )
 
     async def _message(
-        self, room_id: RoomId, sender: str, event_id: EventId, content: dict[str, Any],
+        self,
+        room_id: RoomId,
+        sender: str,
+        event_id: EventId,
+        content: dict[str, Any],
         ts: float | None,
     ) -> None:
         body = _str(content.get("body"))
@@ -128,13 +137,13 @@ class MatrixEventHandler:
     async def _command(self, room_id: RoomId, sender: str, body: str, conversation: Any) -> None:
         advisor = await self._advisors.get(sender)
         role = (
-            Role.ADMIN if sender in self._config.admins
-            else Role.ADVISOR if advisor is not None
-            else Role.ANYONE
+            Role.ADMIN
+            if sender in self._config.admins
+            else Role.ADVISOR if advisor is not None else Role.ANYONE
         )
 
         async def reply(text: str) -> None:
-            await self._gateway.bot.send_notice(room_id, text)
+            await self._gateway.bot.send_notice(MxRoomID(room_id), text)
 
         await self._commands.run(
             body.strip(),

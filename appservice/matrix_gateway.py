@@ -9,9 +9,11 @@ from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store.memory import MemoryStateStore
 from mautrix.errors import MatrixRequestError
 from mautrix.types import (
+    EventID,
     EventType,
     MessageType,
     RoomCreatePreset,
+    RoomID,
     TextMessageEventContent,
     UserID,
 )
@@ -55,15 +57,25 @@ class MautrixGateway:
             topic=topic,
             invitees=[UserID(puppet)],
             initial_state=[
-                {"type": "m.room.history_visibility", "state_key": "",
-                 "content": {"history_visibility": "shared"}},
-                {"type": "m.room.guest_access", "state_key": "",
-                 "content": {"guest_access": "forbidden"}},
+                {
+                    "type": "m.room.history_visibility",
+                    "state_key": "",
+                    "content": {"history_visibility": "shared"},
+                },
+                {
+                    "type": "m.room.guest_access",
+                    "state_key": "",
+                    "content": {"guest_access": "forbidden"},
+                },
             ],
             # no "users" map: the creator's power is implied (room v12 refuses it listed)
             power_level_override={
                 # the visitor may talk but not invite, kick, rename or change the room
-                "invite": 50, "kick": 50, "ban": 50, "redact": 50, "state_default": 50,
+                "invite": 50,
+                "kick": 50,
+                "ban": 50,
+                "redact": 50,
+                "state_default": 50,
                 "events_default": 0,
             },
         )
@@ -73,34 +85,38 @@ class MautrixGateway:
 
     async def post_notice(self, room_id: RoomId, text: str, txn_id: str) -> EventId:
         content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)
-        return EventId(await self.bot.send_message_event(
-            room_id, EventType.ROOM_MESSAGE, content, txn_id=txn_id
-        ))
+        return EventId(
+            await self.bot.send_message_event(
+                RoomID(room_id), EventType.ROOM_MESSAGE, content, txn_id=txn_id
+            )
+        )
 
     async def send_visitor_text(
         self, room_id: RoomId, puppet: PuppetMxid, body: str, txn_id: str
     ) -> EventId:
         # plain text only: nothing a visitor types becomes HTML in an advisor's client
         content = TextMessageEventContent(msgtype=MessageType.TEXT, body=body)
-        return EventId(await self.puppet(puppet).send_message_event(
-            room_id, EventType.ROOM_MESSAGE, content, txn_id=txn_id
-        ))
+        return EventId(
+            await self.puppet(puppet).send_message_event(
+                RoomID(room_id), EventType.ROOM_MESSAGE, content, txn_id=txn_id
+            )
+        )
 
     async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
-        await self.bot.invite_user(room_id, UserID(advisor))
+        await self.bot.invite_user(RoomID(room_id), UserID(advisor))
 
     async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
         try:
-            await self.bot.kick_user(room_id, UserID(advisor), reason=reason)
+            await self.bot.kick_user(RoomID(room_id), UserID(advisor), reason=reason)
         except MatrixRequestError as e:
             # already gone (declined, left): nothing to withdraw
             log.debug("withdrawing %s from %s: %s", advisor, room_id, e)
 
     async def set_visitor_typing(self, room_id: RoomId, puppet: PuppetMxid, typing: bool) -> None:
-        await self.puppet(puppet).set_typing(room_id, timeout=6000 if typing else 0)
+        await self.puppet(puppet).set_typing(RoomID(room_id), timeout=6000 if typing else 0)
 
     async def mark_read(self, room_id: RoomId, puppet: PuppetMxid, event_id: EventId) -> None:
-        await self.puppet(puppet).mark_read(room_id, event_id)
+        await self.puppet(puppet).mark_read(RoomID(room_id), EventID(event_id))
 
     async def puppet_leave(self, room_id: RoomId, puppet: PuppetMxid) -> None:
-        await self.puppet(puppet).leave_room(room_id)
+        await self.puppet(puppet).leave_room(RoomID(room_id))

@@ -46,20 +46,24 @@ class AppserviceEndpoint:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_TRANSACTION_BYTES)
-        app.add_routes([
-            web.put("/_matrix/app/v1/transactions/{txn_id}", self.transaction),
-            web.put("/transactions/{txn_id}", self.transaction),
-            web.post("/_matrix/app/v1/ping", self.ping),
-            web.get("/_matrix/app/v1/users/{user_id}", self.query_user),
-            web.get("/users/{user_id}", self.query_user),
-            web.get("/_matrix/app/v1/rooms/{alias}", self.query_alias),
-            web.get("/rooms/{alias}", self.query_alias),
-        ])
+        app.add_routes(
+            [
+                web.put("/_matrix/app/v1/transactions/{txn_id}", self.transaction),
+                web.put("/transactions/{txn_id}", self.transaction),
+                web.post("/_matrix/app/v1/ping", self.ping),
+                web.get("/_matrix/app/v1/users/{user_id}", self.query_user),
+                web.get("/users/{user_id}", self.query_user),
+                web.get("/_matrix/app/v1/rooms/{alias}", self.query_alias),
+                web.get("/rooms/{alias}", self.query_alias),
+            ]
+        )
         return app
 
     def _authorised(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else request.query.get("access_token", "")
+        token = (
+            header[7:] if header.startswith("Bearer ") else request.query.get("access_token", "")
+        )
         return bool(token) and secrets.compare_digest(token.encode(), self._hs_token)
 
     async def transaction(self, request: web.Request) -> web.Response:

@@ -49,14 +49,17 @@ def start_request(raw: Any, topics: Mapping[str, str]) -> StartRequest:
     """Validate the pre-chat form. ``topics`` maps topic id → label."""
     if not isinstance(raw, Mapping):
         raise InvalidInput("Expected a JSON object with name, email, topic and message.")
-    name = clean_text(raw.get("name"), field="name", max_len=MAX_NAME, multiline=False,
-                      required=True)
-    email = clean_text(raw.get("email"), field="email", max_len=MAX_EMAIL, multiline=False,
-                       required=False)
+    name = clean_text(
+        raw.get("name"), field="name", max_len=MAX_NAME, multiline=False, required=True
+    )
+    email = clean_text(
+        raw.get("email"), field="email", max_len=MAX_EMAIL, multiline=False, required=False
+    )
     if email and not _EMAIL.match(email):
         raise InvalidInput("That email address does not look right.", field="email")
     topic = raw.get("topic")
     if not isinstance(topic, str) or topic not in topics:
         raise InvalidInput("Please choose a topic from the list.", field="topic")
-    return StartRequest(name=name, email=email or None, topic=topic,
-                        message=message_body(raw.get("message")))
+    return StartRequest(
+        name=name, email=email or None, topic=topic, message=message_body(raw.get("message"))
+    )

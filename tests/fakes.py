@@ -49,14 +49,26 @@ class MemoryStore:
     async def transaction(self) -> AsyncIterator[None]:
         """All or nothing, like the SQL stores: a failure restores the state from before."""
         saved = copy.deepcopy(
-            (self.visitors, self.sessions, self.conversations, self.messages_, self.advisors_,
-             self.settings)
+            (
+                self.visitors,
+                self.sessions,
+                self.conversations,
+                self.messages_,
+                self.advisors_,
+                self.settings,
+            )
         )
         try:
             yield
         except BaseException:
-            (self.visitors, self.sessions, self.conversations, self.messages_, self.advisors_,
-             self.settings) = saved
+            (
+                self.visitors,
+                self.sessions,
+                self.conversations,
+                self.messages_,
+                self.advisors_,
+                self.settings,
+            ) = saved
             raise
 
     async def add_visitor(self, visitor: Visitor, session_hash: str) -> None:

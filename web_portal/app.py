@@ -49,8 +49,9 @@ CLIENT = web.AppKey("client_address", ClientAddress)
 START_LIMIT = web.AppKey("start_limit", RateLimiter)
 
 
-def error_response(status: int, code: str, message: str, *, field: str | None = None,
-                   ref: str | None = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, *, field: str | None = None, ref: str | None = None
+) -> web.Response:
     return web.json_response(
         {"error": {"code": code, "message": message, "ref": ref, "field": field}}, status=status
     )
@@ -99,6 +100,7 @@ def ws_origin(public_url: str) -> str:
 
 # -- helpers -------------------------------------------------------------------------------
 
+
 def _session(request: web.Request) -> str | None:
     return request.app[SESSIONS].token(request)
 
@@ -109,7 +111,9 @@ def _state_changing(request: web.Request) -> str:
     token = sessions.token(request)
     if token is None:
         raise NotAllowed("Your session has expired. Reload the page.")
-    if not request.app[ORIGINS].ok(request, required=False) or not sessions.csrf_ok(request, token):
+    if not request.app[ORIGINS].ok(request, required=False) or not sessions.csrf_ok(
+        request, token
+    ):
         raise NotAllowed("This request was not made by the chat page. Reload the page.")
     return sessions.session_hash(token)
 
@@ -120,17 +124,18 @@ async def _json_body(request: web.Request) -> Any:
     try:
         return json.loads(await request.read())
     except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("The request body is not valid JSON.")
+        raise InvalidInput("The request body is not valid JSON.") from None
 
 
 def _since(request: web.Request) -> int:
     try:
         return max(0, min(int(request.query.get("since", "0")), 2**31))
     except ValueError:
-        raise InvalidInput("since must be a whole number.")
+        raise InvalidInput("since must be a whole number.") from None
 
 
 # -- views ---------------------------------------------------------------------------------
+
 
 async def portal_page(request: web.Request) -> web.Response:
     settings, sessions = request.app[SETTINGS], request.app[SESSIONS]
@@ -164,14 +169,18 @@ async def get_conversation(request: web.Request) -> web.Response:
     conversations = request.app[CONVERSATIONS]
     since = _since(request)
     token = _session(request)
-    current = await conversations.current(request.app[SESSIONS].session_hash(token)) if token else None
+    current = (
+        await conversations.current(request.app[SESSIONS].session_hash(token)) if token else None
+    )
     if current is None:
         return web.json_response({"conversation": None, "messages": []})
     history = await conversations.history(current.id, since)
-    return web.json_response({
-        "conversation": view_json(await conversations.view(current)),
-        "messages": [message_json(m) for m in history],
-    })
+    return web.json_response(
+        {
+            "conversation": view_json(await conversations.view(current)),
+            "messages": [message_json(m) for m in history],
+        }
+    )
 
 
 async def start_conversation(request: web.Request) -> web.Response:
@@ -210,7 +219,7 @@ async def post_typing(request: web.Request) -> web.Response:
     body = await _json_body(request)
     typing = body.get("typing") if isinstance(body, dict) else None
     if not isinstance(typing, bool):
-        raise InvalidInput("Expected {\"typing\": true|false}.")
+        raise InvalidInput('Expected {"typing": true|false}.')
     await request.app[CONVERSATIONS].visitor_typing(session_hash, typing)
     return web.Response(status=204)
 
@@ -238,7 +247,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_WS_FRAME, receive_timeout=120)
     await ws.prepare(request)
     token = _session(request)
-    current = await conversations.current(request.app[SESSIONS].session_hash(token)) if token else None
+    current = (
+        await conversations.current(request.app[SESSIONS].session_hash(token)) if token else None
+    )
     if current is None:
         await ws.close(code=CLOSE_NO_SESSION, message=b"no conversation")
         return ws
@@ -295,20 +306,22 @@ def create_app(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(default=True),
     )
-    app.add_routes([
-        web.get("/", portal_page),
-        web.get("/healthz", health),
-        web.get("/api/openapi.json", openapi),
-        web.get("/api/session", session),
-        web.get("/api/conversation", get_conversation),
-        web.post("/api/conversation", start_conversation),
-        web.post("/api/conversation/messages", post_message),
-        web.post("/api/conversation/typing", post_typing),
-        web.post("/api/conversation/read", post_read),
-        web.post("/api/conversation/end", end_conversation),
-        web.get("/api/ws", websocket),
-        web.static("/static", HERE / "static"),
-    ])
+    app.add_routes(
+        [
+            web.get("/", portal_page),
+            web.get("/healthz", health),
+            web.get("/api/openapi.json", openapi),
+            web.get("/api/session", session),
+            web.get("/api/conversation", get_conversation),
+            web.post("/api/conversation", start_conversation),
+            web.post("/api/conversation/messages", post_message),
+            web.post("/api/conversation/typing", post_typing),
+            web.post("/api/conversation/read", post_read),
+            web.post("/api/conversation/end", end_conversation),
+            web.get("/api/ws", websocket),
+            web.static("/static", HERE / "static"),
+        ]
+    )
     return app
 
 

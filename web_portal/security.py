@@ -32,7 +32,10 @@ class Sessions:
 
     @staticmethod
     def valid_token(token: str | None) -> bool:
-        return bool(token) and 20 <= len(token) <= 64 and token.replace("-", "").replace("_", "").isalnum()  # type: ignore[union-attr]
+        if not token or not 20 <= len(token) <= 64:
+            return False
+        bare = token.replace("-", "").replace("_", "")
+        return bare.isascii() and bare.isalnum()
 
     def token(self, request: web.Request) -> str | None:
         token = request.cookies.get(SESSION_COOKIE)
@@ -55,8 +58,13 @@ class Sessions:
 
     def set_cookie(self, response: web.StreamResponse, token: str) -> None:
         response.set_cookie(
-            SESSION_COOKIE, token, max_age=SESSION_MAX_AGE, httponly=True, samesite="Lax",
-            secure=self.secure_cookie, path="/",
+            SESSION_COOKIE,
+            token,
+            max_age=SESSION_MAX_AGE,
+            httponly=True,
+            samesite="Lax",
+            secure=self.secure_cookie,
+            path="/",
         )
 
 
@@ -96,7 +104,9 @@ class ClientAddress:
         remote = request.remote or "unknown"
         if not self.trusted or not self._trusted(remote):
             return remote
-        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+        hops = [
+            h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()
+        ]
         # walk back from the nearest hop; the first one not a trusted proxy is the client
         for hop in reversed(hops):
             if not self._trusted(hop):

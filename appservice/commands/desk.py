@@ -59,7 +59,11 @@ def register(
 
     async def available(ctx: CommandContext) -> None:
         a = await advisors.set_available(ctx.sender, True)
-        note = "" if a.reachable else " (your Matrix presence is offline/unavailable, so no visitors until it is online)"
+        note = (
+            ""
+            if a.reachable
+            else " (but your Matrix presence is offline or unavailable: nobody comes until online)"
+        )
         await ctx.reply(f"You are available: new visitors will be sent to you.{note}")
 
     async def away(ctx: CommandContext) -> None:
@@ -104,15 +108,31 @@ def register(
 
     for command in (
         Command("help", "", "list the commands you can use", Role.ANYONE, help_),
-        Command("advisor", "add|remove @user:server, or !advisor list",
-                "manage who answers visitors", Role.ADMIN, advisor),
+        Command(
+            "advisor",
+            "add|remove @user:server, or !advisor list",
+            "manage who answers visitors",
+            Role.ADMIN,
+            advisor,
+        ),
         Command("available", "", "receive new visitors", Role.ADVISOR, available),
         Command("away", "", "stop receiving new visitors", Role.ADVISOR, away),
-        Command("capacity", "<number>|default", "how many visitors you take at once",
-                Role.ADVISOR, capacity),
+        Command(
+            "capacity",
+            "<number>|default",
+            "how many visitors you take at once",
+            Role.ADVISOR,
+            capacity,
+        ),
         Command("status", "", "your availability, presence and load", Role.ADVISOR, status),
         Command("queue", "", "how many visitors wait", Role.ADVISOR, queue),
-        Command("close", "", "end the chat with this visitor (in the visitor's room)",
-                Role.ADVISOR, close, in_conversation_only=True),
+        Command(
+            "close",
+            "",
+            "end the chat with this visitor (in the visitor's room)",
+            Role.ADVISOR,
+            close,
+            in_conversation_only=True,
+        ),
     ):
         registry.register(command)

@@ -95,4 +95,6 @@ class CommandRegistry:
             await ctx.reply(e.message)
         except Exception:
             log.exception("command !%s from %s failed", name, ctx.sender)
-            await ctx.reply(f"!{name} failed because of an internal error; it was logged. Try again.")
+            await ctx.reply(
+                f"!{name} failed because of an internal error; it was logged. Try again."
+            )

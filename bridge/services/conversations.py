@@ -24,7 +24,15 @@ from ..model import (
     Visitor,
     VisitorId,
 )
-from ..ports import Clock, ConversationView, MatrixGateway, ReadEvent, Store, TypingEvent, VisitorChannel
+from ..ports import (
+    Clock,
+    ConversationView,
+    MatrixGateway,
+    ReadEvent,
+    Store,
+    TypingEvent,
+    VisitorChannel,
+)
 from .presenter import Presenter
 from .queue import QueueService
 
@@ -130,7 +138,9 @@ class ConversationService:
         assert current is not None
         return current, True
 
-    async def ensure_room(self, conversation_id: ConversationId, visitor: Visitor | None = None) -> None:
+    async def ensure_room(
+        self, conversation_id: ConversationId, visitor: Visitor | None = None
+    ) -> None:
         """Give the conversation its puppet and room, post the form, deliver what is pending."""
         async with self._conversation_locks(conversation_id):
             conversation = await self._store.get_conversation(conversation_id)
@@ -234,19 +244,22 @@ class ConversationService:
             )
 
     async def visitor_read(self, session_hash: str, up_to: Any) -> None:
-        """The visitor has seen the advisor's messages up to ``up_to``: a read receipt in Matrix."""
+        """The visitor saw the advisor's messages up to ``up_to``: a read receipt in Matrix."""
         if not isinstance(up_to, int) or isinstance(up_to, bool) or up_to < 1:
             raise InvalidInput("up_to must be a message number.", field="up_to")
         conversation = await self._open_for(session_hash)
         if conversation.room_id is None or conversation.puppet is None:
             return
         seen = [
-            m for m in await self._store.messages(conversation.id, max(0, up_to - 50))
+            m
+            for m in await self._store.messages(conversation.id, max(0, up_to - 50))
             if m.seq <= up_to and m.sender is Sender.ADVISOR and m.event_id
         ]
         if seen:
             assert seen[-1].event_id is not None
-            await self._gateway.mark_read(conversation.room_id, conversation.puppet, seen[-1].event_id)
+            await self._gateway.mark_read(
+                conversation.room_id, conversation.puppet, seen[-1].event_id
+            )
 
     async def visitor_end(self, session_hash: str) -> Conversation:
         conversation = await self.current(session_hash)
@@ -254,7 +267,9 @@ class ConversationService:
             raise NoOpenConversation("You have no chat to end.")
         if not conversation.status.is_open:
             return conversation
-        ended = await self._queue.end(conversation.id, Sender.VISITOR, "The visitor ended the chat.")
+        ended = await self._queue.end(
+            conversation.id, Sender.VISITOR, "The visitor ended the chat."
+        )
         await self._leave_room(ended, "The visitor ended the chat.")
         return ended
 
@@ -289,7 +304,12 @@ class ConversationService:
             )
 
     async def advisor_message(
-        self, room_id: RoomId, sender: AdvisorMxid, author: str, event_id: EventId, body: str,
+        self,
+        room_id: RoomId,
+        sender: AdvisorMxid,
+        author: str,
+        event_id: EventId,
+        body: str,
         ts: float,
     ) -> Message | None:
         """A message from the room to the visitor; the event id makes it idempotent."""
@@ -335,10 +355,14 @@ class ConversationService:
             latest = await self._store.get_conversation(conversation.id)
             if latest is None or message.seq <= latest.read_up_to:
                 return
-            await self._store.save_conversation(dataclasses.replace(latest, read_up_to=message.seq))
+            await self._store.save_conversation(
+                dataclasses.replace(latest, read_up_to=message.seq)
+            )
         await self._channel.publish(conversation.id, ReadEvent(up_to=message.seq))
 
-    async def advisor_close(self, room_id: RoomId, advisor: AdvisorMxid, name: str) -> Conversation:
+    async def advisor_close(
+        self, room_id: RoomId, advisor: AdvisorMxid, name: str
+    ) -> Conversation:
         conversation = await self._store.conversation_by_room(room_id)
         if conversation is None:
             raise NotFound("This room is not a Switchboard conversation.")

@@ -280,7 +280,10 @@ class QueueService:
     async def requeue_offers_of(self, advisor: AdvisorMxid) -> None:
         """The advisor became unreachable: their pending offers go to someone else now."""
         for conversation in await self._store.open_conversations():
-            if conversation.status is ConversationStatus.INVITING and conversation.advisor == advisor:
+            if (
+                conversation.status is ConversationStatus.INVITING
+                and conversation.advisor == advisor
+            ):
                 await self.skip(
                     conversation.id,
                     advisor,

@@ -82,12 +82,33 @@ def test_every_key_the_admin_sets_survives_generate_and_load(tmp_path: Path):
     seen = {
         "homeserver.address": config.homeserver.address,
         "homeserver.domain": config.homeserver.domain,
-        **{f"appservice.{k}": getattr(config.appservice, k) for k in (
-            "address", "hostname", "port", "id", "bot_username", "bot_displayname",
-            "user_prefix", "as_token", "hs_token")},
+        **{
+            f"appservice.{k}": getattr(config.appservice, k)
+            for k in (
+                "address",
+                "hostname",
+                "port",
+                "id",
+                "bot_username",
+                "bot_displayname",
+                "user_prefix",
+                "as_token",
+                "hs_token",
+            )
+        },
         "database.url": config.database_url,
-        **{f"portal.{k}": getattr(config.portal, k) for k in (
-            "hostname", "port", "public_url", "org_name", "topics", "starts_per_minute", "secret")},
+        **{
+            f"portal.{k}": getattr(config.portal, k)
+            for k in (
+                "hostname",
+                "port",
+                "public_url",
+                "org_name",
+                "topics",
+                "starts_per_minute",
+                "secret",
+            )
+        },
         "portal.allowed_origins": list(config.portal.allowed_origins),
         "portal.trusted_proxies": list(config.portal.trusted_proxies),
         "routing.capacity": config.routing.capacity,
@@ -104,7 +125,10 @@ def test_every_key_the_admin_sets_survives_generate_and_load(tmp_path: Path):
 
 def test_generate_fills_secrets_and_writes_a_registration_with_ephemeral_events(tmp_path: Path):
     config = generate(tmp_path / "config.yaml", tmp_path / "registration.yaml")
-    assert len(config.appservice.as_token) >= 32 and config.appservice.as_token != config.appservice.hs_token
+    assert (
+        len(config.appservice.as_token) >= 32
+        and config.appservice.as_token != config.appservice.hs_token
+    )
     reg = registration(config)
     assert reg["receive_ephemeral"] is True and reg["rate_limited"] is False
     assert reg["as_token"] == config.appservice.as_token
@@ -117,8 +141,14 @@ def test_generate_fills_secrets_and_writes_a_registration_with_ephemeral_events(
     "mutate, message",
     [
         (lambda d: d["portal"].pop("port"), "Missing key 'portal.port'"),
-        (lambda d: d["routing"].__setitem__("capacity", "three"), "'routing.capacity' has the wrong type"),
-        (lambda d: d["appservice"].__setitem__("hs_token", "generate"), "run `switchboard generate`"),
+        (
+            lambda d: d["routing"].__setitem__("capacity", "three"),
+            "'routing.capacity' has the wrong type",
+        ),
+        (
+            lambda d: d["appservice"].__setitem__("hs_token", "generate"),
+            "run `switchboard generate`",
+        ),
         (lambda d: d["portal"].__setitem__("topics", {}), "portal.topics"),
         (lambda d: d["routing"].__setitem__("capacity", 0), "routing.capacity"),
     ],

@@ -45,7 +45,10 @@ class Desk:
 @pytest.fixture
 def desk() -> Desk:
     store, gateway, channel, clock = (
-        MemoryStore(), FakeMatrixGateway(), FakeVisitorChannel(), FakeClock()
+        MemoryStore(),
+        FakeMatrixGateway(),
+        FakeVisitorChannel(),
+        FakeClock(),
     )
     presenter = Presenter(store, channel, TOPICS)
     queue = QueueService(store, gateway, presenter, clock, RoutingSettings(3, 60.0))

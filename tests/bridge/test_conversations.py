@@ -81,7 +81,8 @@ async def test_advisor_messages_are_idempotent_by_event_id_and_reach_the_visitor
         await desk.conversations.advisor_message(room, A, "Ana", EventId("$e1"), "Hello Vera", 5.0)
     history = await desk.conversations.history(conversation.id)
     assert [(m.sender, m.body) for m in history] == [
-        (Sender.VISITOR, "Hi!"), (Sender.ADVISOR, "Hello Vera")
+        (Sender.VISITOR, "Hi!"),
+        (Sender.ADVISOR, "Hello Vera"),
     ]
     pushed = desk.channel.of(conversation.id, MessageEvent)
     assert [e.message.body for e in pushed] == ["Hello Vera"]
@@ -108,14 +109,19 @@ async def test_ending_tells_the_visitor_leaves_the_room_and_keeps_the_transcript
     await desk.advisor(A)
     conversation, _ = await desk.conversations.start("s1", FORM)
     await desk.conversations.advisor_joined(conversation.room_id, A)
-    await desk.conversations.advisor_message(conversation.room_id, A, "Ana", EventId("$1"), "Hi", 1)
+    await desk.conversations.advisor_message(
+        conversation.room_id, A, "Ana", EventId("$1"), "Hi", 1
+    )
     ended = await desk.conversations.visitor_end("s1")
     assert ended.status is ConversationStatus.ENDED and ended.ended_by is Sender.VISITOR
     assert desk.gateway.of("leave")
     assert desk.channel.of(conversation.id, StatusEvent)[-1].conversation.status == "ended"
     transcript = await desk.conversations.transcript(conversation.id)
     assert [m.sender for m in transcript] == [
-        Sender.VISITOR, Sender.SYSTEM, Sender.ADVISOR, Sender.SYSTEM
+        Sender.VISITOR,
+        Sender.SYSTEM,
+        Sender.ADVISOR,
+        Sender.SYSTEM,
     ]
     assert transcript[-1].body == "The visitor ended the chat."
     with pytest.raises(NoOpenConversation):

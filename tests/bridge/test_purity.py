@@ -5,8 +5,20 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-FORBIDDEN = {"mautrix", "aiohttp", "asyncpg", "aiosqlite", "sqlite3", "sqlalchemy", "nio",
-             "psycopg", "psycopg2", "alembic", "jinja2", "aiohttp_jinja2"}
+FORBIDDEN = {
+    "mautrix",
+    "aiohttp",
+    "asyncpg",
+    "aiosqlite",
+    "sqlite3",
+    "sqlalchemy",
+    "nio",
+    "psycopg",
+    "psycopg2",
+    "alembic",
+    "jinja2",
+    "aiohttp_jinja2",
+}
 BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 
 
@@ -22,6 +34,7 @@ def test_bridge_imports_no_matrix_http_or_sql_library():
                 names = [node.module]
             else:
                 continue
-            offences += [f"{path.name}:{node.lineno} {n}" for n in names
-                         if n.split(".")[0] in FORBIDDEN]
+            offences += [
+                f"{path.name}:{node.lineno} {n}" for n in names if n.split(".")[0] in FORBIDDEN
+            ]
     assert not offences, offences

@@ -40,16 +40,21 @@ class Homeserver:
 @pytest.fixture(scope="session")
 def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Homeserver:
     root = tmp_path_factory.mktemp("hs")
-    server = LocalHomeserver(root / "synapse", for_tests=True,
-                             appservice_registrations=[root / "registration.yaml"])
+    server = LocalHomeserver(
+        root / "synapse", for_tests=True, appservice_registrations=[root / "registration.yaml"]
+    )
     as_port = free_port()
-    config = generate(root / "config.yaml", root / "registration.yaml", {
-        "homeserver.address": server.url,
-        "homeserver.domain": server.server_name,
-        "appservice.address": f"http://127.0.0.1:{as_port}",
-        "appservice.port": as_port,
-        "logging.level": "DEBUG",
-    })
+    config = generate(
+        root / "config.yaml",
+        root / "registration.yaml",
+        {
+            "homeserver.address": server.url,
+            "homeserver.domain": server.server_name,
+            "appservice.address": f"http://127.0.0.1:{as_port}",
+            "appservice.port": as_port,
+            "logging.level": "DEBUG",
+        },
+    )
     server.start()
     yield Homeserver(server, config)
     server.stop()
@@ -73,8 +78,9 @@ class DeskFactory:
         self.tmp_path = tmp_path
         self.running: list[tuple[Switchboard, object]] = []
 
-    async def start(self, *, invite_timeout: float = 60, capacity: int = 3,
-                    admins: tuple[str, ...] = ()) -> Switchboard:
+    async def start(
+        self, *, invite_timeout: float = 60, capacity: int = 3, admins: tuple[str, ...] = ()
+    ) -> Switchboard:
         db = _database(self.backend, self.tmp_path)
         url = await db.__aenter__()
         port = free_port()
@@ -82,10 +88,14 @@ class DeskFactory:
         config = dataclasses.replace(
             base,
             database_url=url,
-            portal=dataclasses.replace(base.portal, port=port,
-                                       public_url=f"http://127.0.0.1:{port}"),
-            routing=RoutingConfig(capacity=capacity, invite_timeout=invite_timeout,
-                                  abandon_after=base.routing.abandon_after),
+            portal=dataclasses.replace(
+                base.portal, port=port, public_url=f"http://127.0.0.1:{port}"
+            ),
+            routing=RoutingConfig(
+                capacity=capacity,
+                invite_timeout=invite_timeout,
+                abandon_after=base.routing.abandon_after,
+            ),
             admins=admins,
         )
         switchboard = Switchboard(config)
@@ -101,8 +111,9 @@ class DeskFactory:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def desks(request: pytest.FixtureRequest, homeserver: Homeserver,
-                tmp_path: Path) -> AsyncIterator[DeskFactory]:
+async def desks(
+    request: pytest.FixtureRequest, homeserver: Homeserver, tmp_path: Path
+) -> AsyncIterator[DeskFactory]:
     factory = DeskFactory(homeserver, request.param, tmp_path)
     yield factory
     await factory.stop_all()
@@ -130,8 +141,9 @@ class People:
         self.clients: list[AdvisorClient] = []
         self.visitors: list[Visitor] = []
 
-    async def advisor(self, switchboard: Switchboard | None = None, name: str = "ana",
-                      available: bool = True) -> AdvisorClient:
+    async def advisor(
+        self, switchboard: Switchboard | None = None, name: str = "ana", available: bool = True
+    ) -> AdvisorClient:
         mxid = self.homeserver.new_user(name)
         client = await AdvisorClient.login(self.homeserver.server.url, mxid, PASSWORD)
         self.clients.append(client)
@@ -156,4 +168,3 @@ class People:
             await visitor.close()
         for client in self.clients:
             await client.close()
-

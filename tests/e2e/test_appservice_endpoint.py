@@ -37,8 +37,11 @@ async def test_the_same_events_are_handled_once_however_often_they_come(desks, p
     await vera.connect()
     await vera.wait_status("active")
     event = {
-        "type": "m.room.message", "room_id": room, "sender": ana.user_id,
-        "event_id": f"$replayed-{uuid.uuid4().hex}", "origin_server_ts": 1_700_000_000_000,
+        "type": "m.room.message",
+        "room_id": room,
+        "sender": ana.user_id,
+        "event_id": f"$replayed-{uuid.uuid4().hex}",
+        "origin_server_ts": 1_700_000_000_000,
         "content": {"msgtype": "m.text", "body": "said once"},
     }
     token = desk.config.appservice.hs_token
@@ -54,8 +57,12 @@ async def test_the_same_events_are_handled_once_however_often_they_come(desks, p
 async def test_large_transactions_are_accepted(sqlite_desks):
     desk = await sqlite_desks.start()
     token = desk.config.appservice.hs_token
-    filler = {"type": "m.room.message", "room_id": "!nowhere:localhost", "sender": "@x:localhost",
-              "content": {"msgtype": "m.text", "body": "x" * 60_000}}
+    filler = {
+        "type": "m.room.message",
+        "room_id": "!nowhere:localhost",
+        "sender": "@x:localhost",
+        "content": {"msgtype": "m.text", "body": "x" * 60_000},
+    }
     events = [dict(filler, event_id=f"$big-{i}") for i in range(110)]  # ~6.6 MB
     status, _ = await _put(desk, f"big-{uuid.uuid4().hex}", {"events": events}, token)
     assert status == 200
@@ -66,8 +73,20 @@ async def test_malformed_transactions_get_a_clear_error_and_nothing_breaks(sqlit
     token = desk.config.appservice.hs_token
     status, body = await _put(desk, "bad-1", [1, 2, 3], token)
     assert status == 400 and body["errcode"] == "M_BAD_JSON"
-    hostile = [None, 5, "x", {"type": "m.room.message"}, {"event_id": "$e", "content": []},
-               {"event_id": "$f", "type": "m.room.member", "room_id": "!r:x", "sender": "@a:x",
-                "state_key": 7, "content": {"membership": ["join"]}}]
+    hostile = [
+        None,
+        5,
+        "x",
+        {"type": "m.room.message"},
+        {"event_id": "$e", "content": []},
+        {
+            "event_id": "$f",
+            "type": "m.room.member",
+            "room_id": "!r:x",
+            "sender": "@a:x",
+            "state_key": 7,
+            "content": {"membership": ["join"]},
+        },
+    ]
     status, _ = await _put(desk, "bad-2", {"events": hostile, "ephemeral": hostile}, token)
     assert status == 200

@@ -73,5 +73,8 @@ async def test_a_visitor_typing_bot_commands_sends_text_not_commands(sqlite_desk
     conversation = await desk.store.get_conversation(started["conversation"]["id"])
     assert conversation.status is ConversationStatus.ACTIVE
     assert [a.mxid for a in await desk.advisors.list()] == [ana.user_id]
-    assert not [body for sender, body, _ in ana.messages(room)
-                if sender == desk.config.bot_mxid and "Unknown command" in body]
+    assert not [
+        body
+        for sender, body, _ in ana.messages(room)
+        if sender == desk.config.bot_mxid and "Unknown command" in body
+    ]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
+
 import pytest
 
 from tests.e2e.advisor import AdvisorClient
-
 from tests.e2e.conftest import PASSWORD, Homeserver
 
 
@@ -17,7 +17,9 @@ def test_registering_an_existing_user_returns_its_id(homeserver: Homeserver) -> 
 
 async def test_two_real_clients_chat_type_and_read(homeserver: Homeserver) -> None:
     began = time.monotonic()
-    alice = await AdvisorClient.login(homeserver.server.url, homeserver.new_user("alice"), PASSWORD)
+    alice = await AdvisorClient.login(
+        homeserver.server.url, homeserver.new_user("alice"), PASSWORD
+    )
     bob = await AdvisorClient.login(homeserver.server.url, homeserver.new_user("bob"), PASSWORD)
     try:
         room_id = await alice.create_room(invite=[bob.user_id], name="harness")

@@ -13,8 +13,13 @@ from playwright.async_api import async_playwright, expect
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -22,14 +27,18 @@ CHROMIUM_FLAGS = [
 async def browser():
     executable = shutil.which("chromium")
     if executable is None:
-        pytest.fail("Debian's chromium is needed: `make test` installs it (apt-get install chromium)")
+        pytest.fail(
+            "Debian's chromium is needed: `make test` installs it (apt-get install chromium)"
+        )
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         yield browser
         await browser.close()
 
 
-async def test_visitor_fills_the_form_waits_then_chats_with_the_advisor(browser, sqlite_desks, people):
+async def test_visitor_fills_the_form_waits_then_chats_with_the_advisor(
+    browser, sqlite_desks, people
+):
     desk = await sqlite_desks.start()
     ana = await people.advisor(desk, "ana", available=False)
     page = await browser.new_page(viewport={"width": 1100, "height": 760})

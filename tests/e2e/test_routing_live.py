@@ -24,8 +24,9 @@ async def test_an_advisor_whose_presence_is_unavailable_gets_no_new_visitors(des
 
     await ana.set_presence("unavailable")
     await ana.send_text(ana_control, "!status")
-    await ana.wait_for_message(ana_control, "Matrix presence unavailable",
-                               sender=desk.config.bot_mxid)
+    await ana.wait_for_message(
+        ana_control, "Matrix presence unavailable", sender=desk.config.bot_mxid
+    )
     for _ in range(2):
         visitor = await people.visitor(desk)
         await visitor.start()
@@ -49,8 +50,10 @@ async def test_one_visitor_starting_many_times_at_once_gets_one_room(desks, peop
     other_tab = Visitor(vera.url, vera.http)
     other_tab.csrf = vera.csrf
     results = await asyncio.gather(
-        *(tab.post("/api/conversation", {"name": "Vera", "topic": "general", "message": "hi"})
-          for tab in [vera, other_tab] * 4)
+        *(
+            tab.post("/api/conversation", {"name": "Vera", "topic": "general", "message": "hi"})
+            for tab in [vera, other_tab] * 4
+        )
     )
     assert sorted(status for status, _ in results) == [200] * 7 + [201]
     assert len({body["conversation"]["id"] for _, body in results}) == 1

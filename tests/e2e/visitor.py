@@ -9,8 +9,12 @@ from typing import Any, Callable
 
 import aiohttp
 
-FORM = {"name": "Vera Visitor", "email": "vera@example.org", "topic": "billing",
-        "message": "Hello, I was charged twice."}
+FORM = {
+    "name": "Vera Visitor",
+    "email": "vera@example.org",
+    "topic": "billing",
+    "message": "Hello, I was charged twice.",
+}
 
 
 class Visitor:
@@ -32,7 +36,8 @@ class Visitor:
 
     async def post(self, path: str, body: Any) -> tuple[int, Any]:
         async with self.http.post(
-            f"{self.url}{path}", json=body,
+            f"{self.url}{path}",
+            json=body,
             headers={"X-CSRF-Token": self.csrf, "Origin": self.url},
         ) as r:
             text = await r.text()
@@ -46,7 +51,8 @@ class Visitor:
 
     async def say(self, text: str, client_id: str | None = None) -> dict[str, Any]:
         status, body = await self.post(
-            "/api/conversation/messages", {"client_id": client_id or uuid.uuid4().hex, "body": text}
+            "/api/conversation/messages",
+            {"client_id": client_id or uuid.uuid4().hex, "body": text},
         )
         assert status == 201, body
         return body["message"]
@@ -57,9 +63,7 @@ class Visitor:
             return await r.json()
 
     async def connect(self, since: int = 0) -> None:
-        self.ws = await self.http.ws_connect(
-            f"{self.url}/api/ws?since={since}", origin=self.url
-        )
+        self.ws = await self.http.ws_connect(f"{self.url}/api/ws?since={since}", origin=self.url)
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -80,8 +84,12 @@ class Visitor:
             await self._reader
         self.ws = None
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10,
-                       what: str = "a frame") -> dict[str, Any]:
+    async def wait_for(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 10,
+        what: str = "a frame",
+    ) -> dict[str, Any]:
         async def found() -> dict[str, Any]:
             async with self._changed:
                 while True:
@@ -89,17 +97,23 @@ class Visitor:
                         if predicate(frame):
                             return frame
                     await self._changed.wait()
+
         try:
             return await asyncio.wait_for(found(), timeout)
         except TimeoutError:
-            raise AssertionError(f"no {what} within {timeout}s; frames: {self.frames[-15:]}")
+            raise AssertionError(
+                f"no {what} within {timeout}s; frames: {self.frames[-15:]}"
+            ) from None
 
     async def wait_status(self, status: str, **fields: Any) -> dict[str, Any]:
         def match(f: dict[str, Any]) -> bool:
             c = f.get("conversation") or {}
-            return f.get("type") == "status" and c.get("status") == status and all(
-                c.get(k) == v for k, v in fields.items()
+            return (
+                f.get("type") == "status"
+                and c.get("status") == status
+                and all(c.get(k) == v for k, v in fields.items())
             )
+
         return (await self.wait_for(match, what=f"status {status} {fields}"))["conversation"]
 
     async def wait_message(self, body: str) -> dict[str, Any]:
