@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mautrix.errors import IntentError, MatrixRequestError
 from mautrix.types import RoomID as MxRoomID
 
 from bridge.model import AdvisorMxid, EventId, Presence, RoomId
@@ -53,6 +54,23 @@ class MatrixEventHandler:
         )
 
     async def handle(self, event: Any) -> None:
+        """Handle one timeline event. Transient failures raise (the homeserver retries the
+        transaction); a request the homeserver refuses for good is logged and dropped, so one
+        poisoned event cannot stall the desk."""
+        try:
+            await self._handle(event)
+        except (MatrixRequestError, IntentError) as e:
+            status = e.http_status if isinstance(e, MatrixRequestError) else 403
+            if not 400 <= status < 500 or status == 429:
+                raise
+            log.warning(
+                "dropping event %s: we may not react to it (%s: %s)",
+                event.get("event_id") if isinstance(event, dict) else None,
+                type(e).__name__,
+                e,
+            )
+
+    async def _handle(self, event: Any) -> None:
         if not isinstance(event, dict):
             return
         kind, room_id, sender = (_str(event.get(k)) for k in ("type", "room_id", "sender"))

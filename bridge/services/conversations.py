@@ -282,12 +282,9 @@ class ConversationService:
         conversation = await self._store.conversation_by_room(room_id)
         if conversation is None:
             return
-        if not await self._queue.accept(conversation.id, advisor):
-            latest = await self._store.get_conversation(conversation.id)
-            if latest is not None and latest.advisor != advisor:
-                await self._gateway.revoke_invite(
-                    room_id, advisor, "Another advisor has already taken this visitor."
-                )
+        # an advisor whose offer was withdrawn cannot join (the withdrawal removed them); anyone
+        # else an advisor invited (a colleague) is welcome and owns nothing
+        await self._queue.accept(conversation.id, advisor)
 
     async def advisor_left(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
         """Leaving while invited declines the offer; leaving an active chat hands it back."""

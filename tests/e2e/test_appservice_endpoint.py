@@ -90,3 +90,19 @@ async def test_malformed_transactions_get_a_clear_error_and_nothing_breaks(sqlit
     ]
     status, _ = await _put(desk, "bad-2", {"events": hostile, "ephemeral": hostile}, token)
     assert status == 200
+
+
+async def test_an_event_the_homeserver_refuses_to_let_us_answer_does_not_stall_the_desk(
+    sqlite_desks, people, homeserver
+):
+    desk = await sqlite_desks.start()
+    bot = desk.config.bot_mxid
+    carol = await people.login(homeserver.new_user("carol"))
+    # a room where the bot may join but not speak: its greeting is refused with 403
+    muted = await carol.create_room(invite=[bot], power_level_override={"events_default": 100})
+    await carol.wait_for_member(muted, bot, "join")
+    # the desk goes on: the next conversation with the bot is answered
+    dm = await carol.create_room(invite=[bot], is_direct=True)
+    await carol.wait_for_message(dm, "Type !help", sender=bot)
+    await carol.send_text(dm, "!help")
+    await carol.wait_for_message(dm, "Commands you can use", sender=bot)
