@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="a local homeserver, Switchboard and an advisor, ready to try"
     )
     demo.add_argument("--data-dir", type=Path, default=Path("demo-data"))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["-g"]:  # the short form mautrix bridges use: `switchboard -g -c … -r …`
+        argv[0] = "generate"
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":

@@ -154,8 +154,8 @@ def parse(data: Any, path: Path | None = None) -> Config:
 def load(path: Path) -> Config:
     if not path.exists():
         raise ConfigError(
-            f"No config at {path}. Copy example-config.yaml there, edit it, then run "
-            "`switchboard generate`."
+            f"No config at {path}. Run `switchboard generate -c {path} -r registration.yaml` "
+            "to create it from the commented example, then edit it."
         )
     return parse(_yaml().load(path.read_text()), path)
 
