@@ -8,6 +8,7 @@ take them.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from typing import Iterable, Sequence
 
@@ -35,9 +36,58 @@ def advisor_load(conversations: Iterable[Conversation]) -> Counter[AdvisorMxid]:
     )
 
 
-def eligible(advisor: Advisor, load: Counter[AdvisorMxid], default_capacity: int) -> bool:
-    capacity = advisor.capacity if advisor.capacity is not None else default_capacity
-    return advisor.available and advisor.reachable and load[advisor.mxid] < capacity
+class RoundRobin:
+    """The ring of advisors for one routing pass: built once, then asked for each visitor.
+
+    Each :meth:`next` continues after the advisor chosen last and counts the offer against
+    that advisor's capacity, so a pass over a long queue costs O(offers × advisors) at worst
+    and stops as soon as nobody has room (:attr:`exhausted`).
+    """
+
+    def __init__(
+        self,
+        advisors: Sequence[Advisor],
+        load: Counter[AdvisorMxid],
+        last_assigned: AdvisorMxid | None,
+        *,
+        default_capacity: int,
+    ) -> None:
+        self._ring = sorted(advisors, key=lambda a: a.mxid)
+        self._ids = [a.mxid for a in self._ring]
+        self._room = {
+            a.mxid: (a.capacity if a.capacity is not None else default_capacity) - load[a.mxid]
+            for a in self._ring
+            if a.available and a.reachable
+        }
+        self._free = sum(1 for room in self._room.values() if room > 0)
+        self.last = last_assigned
+
+    @property
+    def exhausted(self) -> bool:
+        return self._free == 0
+
+    def next(self, skipped: Sequence[AdvisorMxid] = ()) -> AdvisorMxid | None:
+        """The next advisor with room after the last one chosen (skipped ones only if nobody
+        else has room), counted as offered; None if nobody has room."""
+        if self._free == 0:
+            return None
+        start = bisect.bisect_right(self._ids, self.last) if self.last is not None else 0
+        fallback: AdvisorMxid | None = None
+        for i in range(len(self._ids)):
+            mxid = self._ids[(start + i) % len(self._ids)]
+            if self._room.get(mxid, 0) <= 0:
+                continue
+            if mxid not in skipped:
+                return self._take(mxid)
+            fallback = fallback or mxid
+        return self._take(fallback) if fallback is not None else None
+
+    def _take(self, mxid: AdvisorMxid) -> AdvisorMxid:
+        self._room[mxid] -= 1
+        if self._room[mxid] == 0:
+            self._free -= 1
+        self.last = mxid
+        return mxid
 
 
 def pick_advisor(
@@ -53,16 +103,5 @@ def pick_advisor(
     Advisors in ``skipped`` are passed over while anyone else qualifies; if only they qualify,
     the visitor is offered to them again rather than left waiting for nobody.
     """
-    ring = sorted(advisors, key=lambda a: a.mxid)
-    if not ring:
-        return None
-    start = 0
-    if last_assigned is not None:
-        # first advisor strictly after the cursor, so the ring survives advisors leaving it
-        start = next((i for i, a in enumerate(ring) if a.mxid > last_assigned), 0)
-    ordered = ring[start:] + ring[:start]
-    candidates = [a for a in ordered if eligible(a, load, default_capacity)]
-    for advisor in candidates:
-        if advisor.mxid not in skipped:
-            return advisor.mxid
-    return candidates[0].mxid if candidates else None
+    ring = RoundRobin(advisors, load, last_assigned, default_capacity=default_capacity)
+    return ring.next(skipped)

@@ -18,7 +18,7 @@ from ..model import (
     Sender,
 )
 from ..ports import Clock, MatrixGateway, Store
-from ..routing import advisor_load, pick_advisor, queue_order, queue_positions
+from ..routing import RoundRobin, advisor_load, queue_order, queue_positions
 from .presenter import Presenter
 
 log = logging.getLogger(__name__)
@@ -60,19 +60,20 @@ class QueueService:
         async with self._lock:
             conversations = await self._store.open_conversations()
             advisors = await self._store.advisors()
-            load = advisor_load(conversations)
             cursor = await self._store.get_setting(CURSOR_KEY)
+            ring = RoundRobin(
+                advisors,
+                advisor_load(conversations),
+                AdvisorMxid(cursor) if cursor else None,
+                default_capacity=self._settings.default_capacity,
+            )
             now = self._clock.now()
             for conversation in queue_order(conversations):
+                if ring.exhausted:
+                    break
                 if conversation.room_id is None:
                     continue  # its room is not there yet; tick() retries
-                advisor = pick_advisor(
-                    advisors,
-                    load,
-                    AdvisorMxid(cursor) if cursor else None,
-                    default_capacity=self._settings.default_capacity,
-                    skipped=conversation.skipped,
-                )
+                advisor = ring.next(conversation.skipped)
                 if advisor is None:
                     continue
                 skipped = conversation.skipped
@@ -85,16 +86,15 @@ class QueueService:
                     invite_deadline=now + self._settings.invite_timeout,
                     skipped=skipped,
                 )
-                async with self._store.transaction():
-                    await self._store.save_conversation(offer)
-                    await self._store.set_setting(CURSOR_KEY, advisor)
-                load[advisor] += 1
-                cursor = advisor
+                await self._store.save_conversation(offer)
                 offers.append(offer)
+            if offers and ring.last:
+                # the cursor only spreads work fairly; losing it in a crash harms nobody
+                await self._store.set_setting(CURSOR_KEY, ring.last)
             remaining = await self._store.open_conversations()
         for offer in offers:
             await self._send_offer(offer)
-        await self._publish_positions(remaining, changed=offers)
+        await self._publish_positions(remaining)
 
     async def _send_offer(self, offer: Conversation) -> None:
         assert offer.room_id is not None and offer.advisor is not None
@@ -106,9 +106,7 @@ class QueueService:
             log.warning("inviting %s to %s failed", offer.advisor, offer.room_id, exc_info=True)
             await self.skip(offer.id, offer.advisor, dispatch=False)
 
-    async def _publish_positions(
-        self, conversations: list[Conversation], changed: list[Conversation]
-    ) -> None:
+    async def _publish_positions(self, conversations: list[Conversation]) -> None:
         positions = queue_positions(conversations)
         for conversation in conversations:
             position = positions.get(conversation.id)
