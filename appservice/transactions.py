@@ -72,7 +72,7 @@ class AppserviceEndpoint:
         txn_id = request.match_info["txn_id"]
         try:
             body = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _error(400, "M_NOT_JSON", "Transaction body is not JSON")
         if not isinstance(body, dict):
             return _error(400, "M_BAD_JSON", "Transaction body must be an object")

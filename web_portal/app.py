@@ -65,8 +65,11 @@ async def errors_middleware(request: web.Request, handler: Callable[..., Awaitab
     except SwitchboardError as e:
         return error_response(e.status, e.code, e.message, field=e.field)
     except web.HTTPException as e:
-        if e.status < 400 or not request.path.startswith("/api/"):
+        if e.status < 400:
             raise
+        if not request.path.startswith("/api/"):
+            # a plain page, so the security headers are added like on every other response
+            return web.Response(status=e.status, text=f"{e.status} {e.reason}")
         return error_response(e.status, "http_error", e.reason)
     except Exception:
         ref = secrets.token_hex(4)
@@ -123,7 +126,7 @@ async def _json_body(request: web.Request) -> Any:
         raise InvalidInput("Send JSON (Content-Type: application/json).")
     try:
         return json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidInput("The request body is not valid JSON.") from None
 
 

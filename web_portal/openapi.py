@@ -21,7 +21,7 @@ def _json(schema: str, description: str) -> dict[str, Any]:
 
 def openapi_document(settings: Any) -> dict[str, Any]:
     csrf: list[dict[str, list[str]]] = [{"session": [], "csrf": []}]
-    errors = {"400": _error(), "403": _error(), "409": _error(), "429": _error(), "503": _error()}
+    errors = {code: _error() for code in ("400", "403", "409", "413", "429", "503")}
     return {
         "openapi": "3.0.3",
         "info": {

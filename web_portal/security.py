@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
@@ -25,17 +26,26 @@ def origin_of(url: str) -> str:
 
 @dataclass(frozen=True)
 class Sessions:
-    """A session is a random token in an httponly cookie; the server keeps only its hash."""
+    """A session is a random token in an httponly cookie; the server keeps only its hash.
+
+    Tokens are signed with the portal's secret, so a cookie the server never issued (planted
+    by a sibling site, say) is not adopted: the visitor gets a fresh session instead.
+    """
 
     secret: bytes
     secure_cookie: bool
 
-    @staticmethod
-    def valid_token(token: str | None) -> bool:
-        if not token or not 20 <= len(token) <= 64:
+    def _signature(self, nonce: str) -> str:
+        mac = hmac.new(self.secret, b"session:" + nonce.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:18]).decode()
+
+    def valid_token(self, token: str | None) -> bool:
+        if not token or len(token) > 80 or not token.isascii():
             return False
-        bare = token.replace("-", "").replace("_", "")
-        return bare.isascii() and bare.isalnum()
+        nonce, _, signature = token.partition(".")
+        return len(nonce) == 43 and secrets.compare_digest(
+            signature.encode(), self._signature(nonce).encode()
+        )
 
     def token(self, request: web.Request) -> str | None:
         token = request.cookies.get(SESSION_COOKIE)
@@ -52,7 +62,8 @@ class Sessions:
         return secrets.compare_digest(given.encode(), self.csrf_token(token).encode())
 
     def issue(self, response: web.StreamResponse) -> str:
-        token = secrets.token_urlsafe(32)
+        nonce = secrets.token_urlsafe(32)
+        token = f"{nonce}.{self._signature(nonce)}"
         self.set_cookie(response, token)
         return token
 
@@ -104,9 +115,9 @@ class ClientAddress:
         remote = request.remote or "unknown"
         if not self.trusted or not self._trusted(remote):
             return remote
-        hops = [
-            h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()
-        ]
+        # a proxy may append its own header line: read them all, nearest hop last
+        lines = request.headers.getall("X-Forwarded-For", [])
+        hops = [h.strip() for line in lines for h in line.split(",") if h.strip()]
         # walk back from the nearest hop; the first one not a trusted proxy is the client
         for hop in reversed(hops):
             if not self._trusted(hop):
@@ -125,14 +136,19 @@ class RateLimiter:
     max_keys: int = 100_000
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-    def allow(self, key: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
+    def _tokens(self, key: str, now: float) -> float:
         capacity = float(self.per_minute)
         tokens, last = self._buckets.get(key, (capacity, now))
-        tokens = min(capacity, tokens + (now - last) * self.per_minute / 60.0)
+        return min(capacity, tokens + (now - last) * self.per_minute / 60.0)
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        tokens = self._tokens(key, now)
         allowed = tokens >= 1.0
         self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._buckets) > self.max_keys:  # forget the fullest (idle) buckets first
-            for stale in [k for k, (t, _) in self._buckets.items() if t >= capacity - 1][:1000]:
-                del self._buckets[stale]
+        if len(self._buckets) > self.max_keys:
+            # forget only buckets that have refilled completely: they remember nothing
+            full = float(self.per_minute)
+            for idle in [k for k in self._buckets if self._tokens(k, now) >= full]:
+                del self._buckets[idle]
         return allowed

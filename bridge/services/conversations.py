@@ -245,7 +245,7 @@ class ConversationService:
 
     async def visitor_read(self, session_hash: str, up_to: Any) -> None:
         """The visitor saw the advisor's messages up to ``up_to``: a read receipt in Matrix."""
-        if not isinstance(up_to, int) or isinstance(up_to, bool) or up_to < 1:
+        if not isinstance(up_to, int) or isinstance(up_to, bool) or not 1 <= up_to <= 2**31:
             raise InvalidInput("up_to must be a message number.", field="up_to")
         conversation = await self._open_for(session_hash)
         if conversation.room_id is None or conversation.puppet is None:
