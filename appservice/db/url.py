@@ -70,7 +70,12 @@ class DatabaseUrl:
             # One connection: SQLite has one writer anyway, and a second in-process connection
             # would only trade waiting on the pool for SQLITE_BUSY inside a transaction.
             return {"min_size": 1, "init_commands": list(SQLITE_INIT_COMMANDS)}
-        return {"server_settings": self.server_settings} if self.search_path else {}
+        # mautrix exits the whole process on an asyncpg internal error; we would rather fail
+        # that one request (the homeserver and the visitor retry) and keep serving
+        args: dict[str, Any] = {"meow_exit_on_ice": False}
+        if self.search_path:
+            args["server_settings"] = self.server_settings
+        return args
 
     def sqlalchemy_connect_args(self) -> dict[str, Any]:
         """``connect_args`` for ``create_async_engine``."""

@@ -49,7 +49,9 @@ class AdvisorService:
         if not await self._store.remove_advisor(advisor_id):
             raise NotFound(f"{advisor_id} is not an advisor.")
         log.info("advisor %s removed", advisor_id)
-        await self._queue.requeue_offers_of(advisor_id)
+        await self._queue.release_all_of(
+            advisor_id, "Your advisor had to leave. We are finding you another one."
+        )
 
     async def _update(self, mxid: str, **changes: object) -> Advisor:
         advisor = await self._store.get_advisor(AdvisorMxid(mxid))
@@ -92,5 +94,10 @@ class AdvisorService:
         log.debug("presence of %s is now %s", mxid, presence.value)
         if updated.reachable and not advisor.reachable:
             await self._queue.dispatch()
+        elif presence is Presence.OFFLINE:
+            # gone (the homeserver already waited for their client): nobody stays stranded
+            await self._queue.release_all_of(
+                updated.mxid, "Your advisor was disconnected. We are finding you another one."
+            )
         elif advisor.reachable and not updated.reachable:
             await self._queue.requeue_offers_of(updated.mxid)

@@ -417,7 +417,9 @@ class ConversationService:
         for conversation_id in queued:
             if self._channel.is_watching(conversation_id):
                 continue
-            since = self._unwatched_since.setdefault(conversation_id, now)
+            # min(): after the clock went back, count from now rather than from the future
+            since = min(self._unwatched_since.setdefault(conversation_id, now), now)
+            self._unwatched_since[conversation_id] = since
             if now - since >= self._abandon_after:
                 del self._unwatched_since[conversation_id]
                 note = "The visitor left before an advisor was free."

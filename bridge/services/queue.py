@@ -159,6 +159,7 @@ class QueueService:
     async def expire_offers(self) -> int:
         """Skip every advisor whose offer has run out. Returns how many were skipped."""
         now = self._clock.now()
+        await self._rebase_deadlines(now)
         expired = [
             c
             for c in await self._store.open_conversations()
@@ -178,6 +179,21 @@ class QueueService:
         if expired:
             await self.dispatch()
         return len(expired)
+
+    async def _rebase_deadlines(self, now: float) -> None:
+        """The clock went back: a deadline further away than a whole timeout is reset to one
+        timeout from now, so an offer never waits for the clock to catch up."""
+        limit = now + self._settings.invite_timeout
+        async with self._lock:
+            for c in await self._store.open_conversations():
+                if (
+                    c.status is ConversationStatus.INVITING
+                    and c.invite_deadline is not None
+                    and c.invite_deadline > limit
+                ):
+                    await self._store.save_conversation(
+                        dataclasses.replace(c, invite_deadline=limit)
+                    )
 
     async def accept(self, conversation_id: ConversationId, advisor: AdvisorMxid) -> bool:
         """The advisor joined the room. True if they now own the conversation."""
@@ -212,7 +228,12 @@ class QueueService:
         return True
 
     async def release(
-        self, conversation_id: ConversationId, advisor: AdvisorMxid, note: str
+        self,
+        conversation_id: ConversationId,
+        advisor: AdvisorMxid,
+        note: str,
+        *,
+        dispatch: bool = True,
     ) -> bool:
         """The owning advisor left without closing: the visitor goes back to the queue front."""
         async with self._lock:
@@ -235,7 +256,8 @@ class QueueService:
                     system_message(waiting.id, note, self._clock.now())
                 )
         await self._presenter.message(message)
-        await self.dispatch()
+        if dispatch:
+            await self.dispatch()
         return True
 
     async def end(self, conversation_id: ConversationId, by: Sender, note: str) -> Conversation:
@@ -274,6 +296,18 @@ class QueueService:
                 log.warning("withdrawing an invite failed", exc_info=True)
         await self.dispatch()
         return ended
+
+    async def release_all_of(self, advisor: AdvisorMxid, note: str) -> None:
+        """The advisor is gone (offline, removed): every visitor they had goes back to the
+        front of the queue; none is left stranded with nobody."""
+        for conversation in await self._store.open_conversations():
+            if conversation.advisor != advisor:
+                continue
+            if conversation.status is ConversationStatus.INVITING:
+                await self.skip(conversation.id, advisor, reason=note, dispatch=False)
+            elif conversation.status is ConversationStatus.ACTIVE:
+                await self.release(conversation.id, advisor, note, dispatch=False)
+        await self.dispatch()
 
     async def requeue_offers_of(self, advisor: AdvisorMxid) -> None:
         """The advisor became unreachable: their pending offers go to someone else now."""

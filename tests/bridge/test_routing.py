@@ -164,3 +164,42 @@ async def test_a_queued_visitor_who_closed_the_page_is_dropped_after_a_grace_tim
     desk.clock.advance(1000)
     await desk.conversations.tick()
     assert (await desk.conv(staying)).status is ConversationStatus.ACTIVE
+
+
+async def test_an_advisor_going_offline_mid_chat_hands_the_visitor_to_someone_else(desk):
+    await desk.advisor(A)
+    await desk.advisor(B)
+    cid = await desk.visitor("s1")
+    room = (await desk.conv(cid)).room_id
+    await desk.conversations.advisor_joined(room, A)
+    await desk.advisors.presence_changed(A, Presence.UNAVAILABLE)  # idle: keeps the chat
+    assert (await desk.conv(cid)).advisor == A
+    await desk.advisors.presence_changed(A, Presence.OFFLINE)  # gone: not stranded
+    conv = await desk.conv(cid)
+    assert conv.status is ConversationStatus.INVITING and conv.advisor == B
+    notes = [m.body for m in await desk.store.messages(cid)]
+    assert "Your advisor was disconnected. We are finding you another one." in notes
+
+
+async def test_the_clock_going_back_does_not_freeze_an_offer(desk):
+    await desk.advisor(A)
+    await desk.advisor(B)
+    cid = await desk.visitor("s1")
+    assert (await desk.conv(cid)).advisor == A
+    desk.clock.advance(-3600)  # NTP steps the clock back an hour
+    await desk.conversations.tick()
+    desk.clock.advance(61)
+    await desk.conversations.tick()
+    assert (await desk.conv(cid)).advisor == B  # skipped after one timeout, not after an hour
+
+
+async def test_the_clock_jumping_forward_only_moves_offers_on(desk):
+    await desk.advisor(A)
+    await desk.advisor(B)
+    cid = await desk.visitor("s1")
+    desk.clock.advance(86_400)
+    await desk.conversations.tick()
+    conv = await desk.conv(cid)
+    assert conv.status is ConversationStatus.INVITING and conv.advisor == B
+    await desk.conversations.advisor_joined(conv.room_id, B)
+    assert (await desk.conv(cid)).status is ConversationStatus.ACTIVE
