@@ -56,15 +56,20 @@ async def fresh_schema_url(prefix: str = "sb_test_") -> AsyncIterator[str]:
     Close every pool on the schema before the block ends, or the DROP waits for it.
     """
     schema = prefix + secrets.token_hex(6)
+    # short-lived admin connections: a fault test may terminate every backend in between
     admin = await _admin_connection()
     try:
         await admin.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            yield str(URL(server_url()).update_query(search_path=schema))
-        finally:
-            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
     finally:
         await admin.close()
+    try:
+        yield str(URL(server_url()).update_query(search_path=schema))
+    finally:
+        admin = await _admin_connection()
+        try:
+            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        finally:
+            await admin.close()
 
 
 async def schema_tables(url: str) -> set[str]:

@@ -259,11 +259,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     subscriber = Subscriber(ws)
     hub.subscribe(current.id, subscriber)  # before the backlog: nothing falls in between
     try:
-        for message in await conversations.history(current.id, since):
-            subscriber.offer({"type": "message", "message": message_json(message)})
-        subscriber.offer(
+        backlog = [
+            {"type": "message", "message": message_json(m)}
+            for m in await conversations.history(current.id, since)
+        ]
+        backlog.append(
             {"type": "status", "conversation": view_json(await conversations.view(current))}
         )
+        subscriber.replay(backlog)
         writer = request.loop.create_task(subscriber.write_forever())
         try:
             async for frame in ws:

@@ -36,16 +36,49 @@ def event_json(event: VisitorEvent) -> dict[str, Any]:
 
 
 class Subscriber:
+    """One open page. Live events that arrive while its backlog is being read are held, then
+    sent after the backlog; a message is never sent twice or behind a newer one."""
+
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self._held: list[dict[str, Any]] | None = []
+        self._last_seq = 0
+        self._dropped = False
 
     def offer(self, frame: dict[str, Any]) -> None:
+        if self._dropped:
+            return
+        if self._held is not None:
+            self._held.append(frame)
+            if len(self._held) > QUEUE_SIZE:
+                self._too_slow()
+        else:
+            self._put(frame)
+
+    def replay(self, backlog: list[dict[str, Any]]) -> None:
+        """Send the backlog, then whatever arrived meanwhile, then go live."""
+        held, self._held = self._held or [], None
+        for frame in backlog + held:
+            self._put(frame)
+
+    def _put(self, frame: dict[str, Any]) -> None:
+        if self._dropped:
+            return
+        if frame.get("type") == "message":
+            seq = frame["message"]["seq"]
+            if seq <= self._last_seq:
+                return  # already sent (it was both in the backlog and live)
+            self._last_seq = seq
         try:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
-            log.info("closing a websocket that does not keep up")
-            asyncio.ensure_future(self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow"))
+            self._too_slow()
+
+    def _too_slow(self) -> None:
+        log.info("closing a websocket that does not keep up")
+        self._dropped, self._held = True, None
+        asyncio.ensure_future(self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow"))
 
     async def write_forever(self) -> None:
         while True:

@@ -120,6 +120,13 @@ async def desks(
 
 
 @pytest.fixture
+async def pg_desks(homeserver: Homeserver, tmp_path: Path) -> AsyncIterator[DeskFactory]:
+    factory = DeskFactory(homeserver, "postgres", tmp_path)
+    yield factory
+    await factory.stop_all()
+
+
+@pytest.fixture
 async def sqlite_desks(homeserver: Homeserver, tmp_path: Path) -> AsyncIterator[DeskFactory]:
     factory = DeskFactory(homeserver, "sqlite", tmp_path)
     yield factory

@@ -758,6 +758,8 @@ async def test_socket_that_does_not_keep_up_is_closed_with_1013_and_others_are_u
     hub.subscribe(ConversationId("c"), slow)  # its writer never runs: it never reads
     hub.subscribe(ConversationId("c"), fast)
     hub.subscribe(ConversationId("other"), other)
+    for subscriber in (slow, fast, other):
+        subscriber.replay([])  # no backlog: live from here
     writers = [asyncio.ensure_future(s.write_forever()) for s in (fast, other)]
     try:
         total = QUEUE_SIZE + 44
