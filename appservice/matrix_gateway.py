@@ -7,11 +7,13 @@ import logging
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client.state_store.memory import MemoryStateStore
-from mautrix.errors import MatrixRequestError
+from mautrix.errors import MatrixRequestError, MNotFound
 from mautrix.types import (
     EventID,
     EventType,
+    Membership,
     MessageType,
+    PaginationDirection,
     RoomCreatePreset,
     RoomID,
     TextMessageEventContent,
@@ -23,6 +25,9 @@ from bridge.model import AdvisorMxid, EventId, PuppetMxid, RoomId, Visitor
 from .config import Config
 
 log = logging.getLogger(__name__)
+
+TXN_KEY = "org.switchboard.txn_id"
+RESEND_LOOKBACK = 100  # events: far more than a visitor sends while the homeserver is away
 
 
 class MemoryASStateStore(ASStateStore, MemoryStateStore):
@@ -96,14 +101,36 @@ class MautrixGateway:
     ) -> EventId:
         # plain text only: nothing a visitor types becomes HTML in an advisor's client
         content = TextMessageEventContent(msgtype=MessageType.TEXT, body=body)
+        content[TXN_KEY] = txn_id  # lets a resend find this event (find_visitor_text)
         return EventId(
             await self.puppet(puppet).send_message_event(
                 RoomID(room_id), EventType.ROOM_MESSAGE, content, txn_id=txn_id
             )
         )
 
-    async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
+    async def find_visitor_text(
+        self, room_id: RoomId, puppet: PuppetMxid, txn_id: str
+    ) -> EventId | None:
+        page = await self.puppet(puppet).get_messages(
+            RoomID(room_id), PaginationDirection.BACKWARD, limit=RESEND_LOOKBACK
+        )
+        for event in page.events:  # type: ignore[attr-defined]  # (a functional NamedTuple)
+            content = getattr(event, "content", None)
+            if event.sender == puppet and content is not None and content.get(TXN_KEY) == txn_id:
+                return EventId(event.event_id)
+        return None
+
+    async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> bool:
+        try:
+            member = await self.bot.get_state_event(
+                RoomID(room_id), EventType.ROOM_MEMBER, UserID(advisor)
+            )
+            if getattr(member, "membership", None) == Membership.JOIN:
+                return True  # handed back and offered again while still in the room
+        except MNotFound:
+            pass  # never a member
         await self.bot.invite_user(RoomID(room_id), UserID(advisor))
+        return False
 
     async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
         try:

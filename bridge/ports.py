@@ -94,7 +94,16 @@ class MatrixGateway(Protocol):
     ) -> EventId:
         """The visitor's text, sent as their puppet with a globally unique txn id."""
 
-    async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> None: ...
+    async def find_visitor_text(
+        self, room_id: RoomId, puppet: PuppetMxid, txn_id: str
+    ) -> EventId | None:
+        """The event of an earlier send with this txn id, if it reached the room.
+
+        The homeserver forgets txn ids when it restarts, so a resend after a failure that
+        may have landed looks first (each visitor text carries its txn id)."""
+
+    async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> bool:
+        """Invite the advisor; True if they are in the room already (nothing to accept)."""
 
     async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
         """Withdraw an invite (or remove an advisor who joined too late)."""

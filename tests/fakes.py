@@ -174,6 +174,9 @@ class FakeMatrixGateway:
         self.sent: list[tuple] = []
         self.rooms = 0
         self.fail_next: Exception | None = None
+        self.present: set[tuple[RoomId, AdvisorMxid]] = set()
+        self.landed: set[str] = set()  # txn ids of sends that reached the room
+        self.lose_answer_next = False
 
     def _maybe_fail(self) -> None:
         if self.fail_next is not None:
@@ -203,11 +206,25 @@ class FakeMatrixGateway:
     ) -> EventId:
         self._maybe_fail()
         self.sent.append(("text", room_id, body))
+        self.landed.add(txn_id)
+        if self.lose_answer_next:  # it landed, but the answer never came back
+            self.lose_answer_next = False
+            raise ConnectionError("connection lost after the send")
         return EventId(f"$ev-{txn_id}")
 
-    async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
+    async def find_visitor_text(
+        self, room_id: RoomId, puppet: PuppetMxid, txn_id: str
+    ) -> EventId | None:
+        self.sent.append(("find", room_id, txn_id))
+        return EventId(f"$ev-{txn_id}") if txn_id in self.landed else None
+
+    async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> bool:
         self._maybe_fail()
         self.sent.append(("invite", room_id, advisor))
+        return (room_id, advisor) in self.present
+
+    def joined(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
+        self.present.add((room_id, advisor))
 
     async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
         self.sent.append(("revoke", room_id, advisor))

@@ -68,6 +68,8 @@ class ConversationService:
         self._topics = topics
         self._abandon_after = abandon_after
         self._unwatched_since: dict[ConversationId, float] = {}
+        self._uncertain: set[MessageId] = set()  # sends that failed: did they land or not?
+        self._started_at = clock.now()
         self._visitor_locks = KeyedLock()
         self._conversation_locks = KeyedLock()
 
@@ -184,10 +186,19 @@ class ConversationService:
             return
         for message in await self._store.undelivered_messages(conversation.id):
             assert message.txn_id is not None
-            event_id = await self._gateway.send_visitor_text(
-                conversation.room_id, conversation.puppet, message.body, message.txn_id
-            )
+            event_id = None
+            if message.id in self._uncertain or message.ts < self._started_at:
+                # an earlier attempt (here, or before a restart) may have landed
+                event_id = await self._gateway.find_visitor_text(
+                    conversation.room_id, conversation.puppet, message.txn_id
+                )
+            if event_id is None:
+                self._uncertain.add(message.id)
+                event_id = await self._gateway.send_visitor_text(
+                    conversation.room_id, conversation.puppet, message.body, message.txn_id
+                )
             await self._store.mark_delivered(message.id, event_id)
+            self._uncertain.discard(message.id)
 
     async def current(self, session_hash: str) -> Conversation | None:
         visitor = await self._store.visitor_by_session(session_hash)

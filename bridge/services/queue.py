@@ -101,10 +101,13 @@ class QueueService:
         log.info("offering conversation %s to %s", offer.id, offer.advisor)
         await self._presenter.status(offer)
         try:
-            await self._gateway.invite_advisor(offer.room_id, offer.advisor)
+            present = await self._gateway.invite_advisor(offer.room_id, offer.advisor)
         except Exception:
             log.warning("inviting %s to %s failed", offer.advisor, offer.room_id, exc_info=True)
             await self.skip(offer.id, offer.advisor, dispatch=False)
+            return
+        if present:  # no join will come: they are there already
+            await self.accept(offer.id, offer.advisor)
 
     async def _publish_positions(self, conversations: list[Conversation]) -> None:
         positions = queue_positions(conversations)

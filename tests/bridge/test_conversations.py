@@ -154,3 +154,15 @@ async def test_the_start_limit_is_asked_only_when_a_conversation_would_be_create
     with pytest.raises(RateLimited):
         await desk.conversations.start("s2", FORM, admit=admit(False))
     assert len(desk.store.conversations) == 1 and desk.gateway.rooms == 1
+
+
+async def test_a_send_that_landed_but_lost_its_answer_is_not_sent_again(desk):
+    await desk.conversations.start("s1", FORM)
+    desk.gateway.lose_answer_next = True
+    with pytest.raises(Exception):
+        await desk.conversations.visitor_message("s1", "c-1", "only once please")
+    # the page retries; the homeserver (restarted) no longer knows the txn id: look first
+    await desk.conversations.visitor_message("s1", "c-1", "only once please")
+    await desk.conversations.tick()
+    assert [s[2] for s in desk.gateway.of("text")].count("only once please") == 1
+    assert not await desk.store.undelivered_messages((await desk.store.open_conversations())[0].id)

@@ -203,3 +203,16 @@ async def test_the_clock_jumping_forward_only_moves_offers_on(desk):
     assert conv.status is ConversationStatus.INVITING and conv.advisor == B
     await desk.conversations.advisor_joined(conv.room_id, B)
     assert (await desk.conv(cid)).status is ConversationStatus.ACTIVE
+
+
+async def test_a_visitor_offered_back_to_an_advisor_still_in_the_room_is_theirs_at_once(desk):
+    await desk.advisor(A, capacity=1)
+    cid = await desk.visitor("s1")
+    room = (await desk.conv(cid)).room_id
+    await desk.conversations.advisor_joined(room, A)
+    desk.gateway.joined(room, A)
+    await desk.advisors.presence_changed(A, Presence.OFFLINE)  # handed back...
+    assert (await desk.conv(cid)).status is ConversationStatus.WAITING
+    await desk.advisors.presence_changed(A, Presence.ONLINE)  # ...and offered to A again
+    conv = await desk.conv(cid)
+    assert conv.status is ConversationStatus.ACTIVE and conv.advisor == A

@@ -55,6 +55,7 @@ class ChatLoad:
         self.portal_url = portal_url
         self.chats: list[Chat] = []
         self.deadline = time.monotonic() + deadline
+        self.retries = 0  # sends that failed and were tried again: proof the fault hit the load
 
     async def open(self, people: Any, advisors: list[AdvisorClient], visitors: int) -> None:
         """Start ``visitors`` conversations one by one; whichever advisor is invited accepts."""
@@ -90,6 +91,7 @@ class ChatLoad:
                     return
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass
+            self.retries += 1
             await asyncio.sleep(RETRY_PAUSE)
 
     async def _advisor_send(self, chat: Chat, body: str) -> None:
@@ -105,6 +107,7 @@ class ChatLoad:
                     return
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
                 pass
+            self.retries += 1
             await asyncio.sleep(RETRY_PAUSE)
 
     async def exchange(self, messages: int, pause: float = 0.05) -> None:
