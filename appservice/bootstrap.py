@@ -13,6 +13,7 @@ from mautrix.types import UserID
 from mautrix.util.async_db import Database
 
 from bridge.model import Presence, RoutingSettings
+from bridge.ports import Clock
 from bridge.services.advisors import AdvisorService
 from bridge.services.conversations import ConversationService
 from bridge.services.presenter import Presenter
@@ -37,12 +38,16 @@ class WallClock:
     def now(self) -> float:
         return time.time()
 
+    def monotonic(self) -> float:
+        return time.monotonic()
+
 
 class Switchboard:
     """Everything wired together; ``await start()``, then ``await stop()``."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
+        self.clock = clock or WallClock()
         self._runners: list[web.AppRunner] = []
         self._ticker: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -64,7 +69,7 @@ class Switchboard:
             client_session=self._http,
         )
         self.gateway = MautrixGateway(config, api)
-        clock = WallClock()
+        clock = self.clock
         topics = config.portal.topics
         presenter = Presenter(self.store, self.hub, topics)
         self.queue = QueueService(

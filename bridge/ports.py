@@ -26,7 +26,10 @@ from .model import (
 
 class Clock(Protocol):
     def now(self) -> float:
-        """Seconds since the epoch."""
+        """Seconds since the epoch: for what is stored (it may step back or forward)."""
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start that never step: for timing within a process."""
 
 
 class Store(Protocol):

@@ -26,11 +26,21 @@ from bridge.ports import VisitorEvent
 class FakeClock:
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self.t = start
+        self.elapsed = 0.0
 
     def now(self) -> float:
         return self.t
 
+    def monotonic(self) -> float:
+        return self.elapsed
+
     def advance(self, seconds: float) -> None:
+        """Time passes."""
+        self.t += seconds
+        self.elapsed += seconds
+
+    def jump(self, seconds: float) -> None:
+        """The wall clock is stepped (NTP, an admin); no time passes."""
         self.t += seconds
 
 

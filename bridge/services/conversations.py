@@ -416,7 +416,7 @@ class ConversationService:
         theirs to close. The clock starts when this process first sees the page gone, so a
         restart never drops anyone early.
         """
-        now = self._clock.now()
+        now = self._clock.monotonic()  # a step of the wall clock must not drop anybody
         queued = {
             c.id
             for c in await self._store.open_conversations()
@@ -428,9 +428,7 @@ class ConversationService:
         for conversation_id in queued:
             if self._channel.is_watching(conversation_id):
                 continue
-            # min(): after the clock went back, count from now rather than from the future
-            since = min(self._unwatched_since.setdefault(conversation_id, now), now)
-            self._unwatched_since[conversation_id] = since
+            since = self._unwatched_since.setdefault(conversation_id, now)
             if now - since >= self._abandon_after:
                 del self._unwatched_since[conversation_id]
                 note = "The visitor left before an advisor was free."

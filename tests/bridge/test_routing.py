@@ -186,7 +186,7 @@ async def test_the_clock_going_back_does_not_freeze_an_offer(desk):
     await desk.advisor(B)
     cid = await desk.visitor("s1")
     assert (await desk.conv(cid)).advisor == A
-    desk.clock.advance(-3600)  # NTP steps the clock back an hour
+    desk.clock.jump(-3600)  # NTP steps the clock back an hour
     await desk.conversations.tick()
     desk.clock.advance(61)
     await desk.conversations.tick()
@@ -197,7 +197,7 @@ async def test_the_clock_jumping_forward_only_moves_offers_on(desk):
     await desk.advisor(A)
     await desk.advisor(B)
     cid = await desk.visitor("s1")
-    desk.clock.advance(86_400)
+    desk.clock.jump(86_400)
     await desk.conversations.tick()
     conv = await desk.conv(cid)
     assert conv.status is ConversationStatus.INVITING and conv.advisor == B
@@ -216,3 +216,12 @@ async def test_a_visitor_offered_back_to_an_advisor_still_in_the_room_is_theirs_
     await desk.advisors.presence_changed(A, Presence.ONLINE)  # ...and offered to A again
     conv = await desk.conv(cid)
     assert conv.status is ConversationStatus.ACTIVE and conv.advisor == A
+
+
+async def test_a_wall_clock_step_never_drops_a_queued_visitor(desk):
+    await desk.advisor(A, available=False)
+    cid = await desk.visitor("s1")
+    await desk.conversations.tick()
+    desk.clock.jump(86_400)
+    await desk.conversations.tick()
+    assert (await desk.conv(cid)).status is ConversationStatus.WAITING

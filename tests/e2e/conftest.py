@@ -14,6 +14,7 @@ import pytest
 from appservice.bootstrap import Switchboard
 from appservice.config import Config, RoutingConfig, generate
 from appservice.local_homeserver import LocalHomeserver
+from bridge.ports import Clock
 from tests.e2e.advisor import AdvisorClient
 from tests.e2e.visitor import Visitor
 from tests.pg import fresh_schema_url
@@ -79,7 +80,12 @@ class DeskFactory:
         self.running: list[tuple[Switchboard, object]] = []
 
     async def start(
-        self, *, invite_timeout: float = 60, capacity: int = 3, admins: tuple[str, ...] = ()
+        self,
+        *,
+        invite_timeout: float = 60,
+        capacity: int = 3,
+        admins: tuple[str, ...] = (),
+        clock: Clock | None = None,
     ) -> Switchboard:
         db = _database(self.backend, self.tmp_path)
         url = await db.__aenter__()
@@ -98,7 +104,7 @@ class DeskFactory:
             ),
             admins=admins,
         )
-        switchboard = Switchboard(config)
+        switchboard = Switchboard(config, clock)
         await switchboard.start()
         self.running.append((switchboard, db))
         return switchboard

@@ -7,6 +7,7 @@ something in the middle, then accounts for every message.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
 
@@ -127,3 +128,42 @@ async def test_database_connections_dropped_mid_load_lose_and_double_nothing(pg_
     report(f"PostgreSQL backends terminated ({dropped['backends']})", accounts)
     assert dropped["backends"] > 0
     assert_nothing_lost_or_doubled(accounts)
+
+
+class JumpingClock:
+    """The machine's clock, which an administrator (or NTP) can step."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+async def test_clock_steps_back_and_forward_never_freeze_or_skip_an_offer(sqlite_desks, people):
+    clock = JumpingClock()
+    desk = await sqlite_desks.start(invite_timeout=2.0, clock=clock)
+    ana = await people.advisor(desk, "ana")
+    bob = await people.advisor(desk, "bob")
+    by_id = {ana.user_id: ana, bob.user_id: bob}
+    vera = await people.visitor(desk)
+    started = await vera.start()
+    first = by_id[(await desk.store.get_conversation(started["conversation"]["id"])).advisor]
+    second = bob if first is ana else ana
+    room = await first.wait_for_invite()
+    clock.offset = -3600  # stepped back an hour right after the offer
+    began = time.monotonic()
+    # withdrawn after one timeout of real time, not after the hour comes back
+    await first.wait_for_member(room, first.user_id, "leave", timeout=10)
+    assert time.monotonic() - began < 6
+    assert await second.wait_for_invite() == room
+    clock.offset += 86_400  # and now a day forward: the offer moves on, nobody is lost
+    await first.wait_for_invite(timeout=10)
+    conversation = await desk.store.get_conversation(started["conversation"]["id"])
+    assert conversation.status.value == "inviting" and conversation.advisor == first.user_id
+    await first.join(room)
+    await vera.connect()
+    await vera.wait_status("active")
