@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +20,7 @@ from bridge.services.queue import QueueService
 from web_portal.app import PortalSettings, create_app
 from web_portal.hub import VisitorHub
 
+from .clock import WallClock
 from .commands import CommandRegistry
 from .commands import desk as desk_commands
 from .config import Config
@@ -32,14 +32,7 @@ from .transactions import AppserviceEndpoint
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
-
-
-class WallClock:
-    def now(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
+TXN_LOG_KEEP = 7 * 24 * 3600.0
 
 
 class Switchboard:
@@ -102,7 +95,8 @@ class Switchboard:
         events = MatrixEventHandler(
             config, self.gateway, self.conversations, self.advisors, commands
         )
-        self.endpoint = AppserviceEndpoint(config.appservice.hs_token, AppserviceLog(db), events)
+        self.txn_log = AppserviceLog(db, self.clock)
+        self.endpoint = AppserviceEndpoint(config.appservice.hs_token, self.txn_log, events)
         portal = create_app(
             self.conversations,
             self.hub,
@@ -167,10 +161,15 @@ class Switchboard:
             log.debug("presence of %s not known yet", mxid, exc_info=True)
 
     async def _tick_forever(self) -> None:
+        next_prune = 0.0
         while True:
             await asyncio.sleep(TICK_SECONDS)
             try:
                 await self.conversations.tick()
+                if self.clock.monotonic() >= next_prune:
+                    # the homeserver gives up retrying long before a week has passed
+                    await self.txn_log.prune(self.clock.now() - TXN_LOG_KEEP)
+                    next_prune = self.clock.monotonic() + 3600
             except Exception:
                 log.warning("housekeeping failed; retrying in %.0fs", TICK_SECONDS, exc_info=True)
 

@@ -7,20 +7,12 @@ lets a restarted or second process tell what it has already done.
 
 from __future__ import annotations
 
-import time
-
 from mautrix.util.async_db import Database
 
 from bridge.ports import Clock
 
+from ..clock import WallClock
 from .store import transaction_connection
-
-
-class SystemClock:
-    """Wall-clock time, for production use of :class:`AppserviceLog`."""
-
-    def now(self) -> float:
-        return time.time()
 
 
 class AppserviceLog:
@@ -33,7 +25,7 @@ class AppserviceLog:
 
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self.db = db
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or WallClock()
 
     async def transaction_done(self, txn_id: str) -> bool:
         """Whether the homeserver transaction ``txn_id`` was already completed."""
