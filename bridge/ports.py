@@ -40,6 +40,10 @@ class Store(Protocol):
 
     def transaction(self) -> AsyncContextManager[None]: ...
 
+    def exclusive(self, name: str) -> AsyncContextManager[None]:
+        """A section that no other process sharing the store runs at the same time (a
+        transaction holding a database lock); a no-op where only one process can share it."""
+
     # visitors
     async def add_visitor(self, visitor: Visitor, session_hash: str) -> None: ...
     async def visitor_by_session(self, session_hash: str) -> Visitor | None: ...

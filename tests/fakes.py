@@ -81,6 +81,10 @@ class MemoryStore:
             ) = saved
             raise
 
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        yield  # one process: the services' own locks suffice
+
     async def add_visitor(self, visitor: Visitor, session_hash: str) -> None:
         self.visitors[visitor.id] = visitor
         self.sessions[session_hash] = visitor.id

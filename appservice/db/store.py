@@ -165,6 +165,21 @@ class SqlStore:
         async with transaction_connection(self.db):
             yield
 
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """One process at a time across every process sharing this PostgreSQL schema.
+
+        SQLite is one process's file: the caller's in-process lock is enough there.
+        """
+        if not self._postgres:
+            yield
+            return
+        async with self.transaction():
+            await self.db.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':' || $1))", name
+            )
+            yield
+
     # visitors
 
     async def add_visitor(self, visitor: Visitor, session_hash: str) -> None:

@@ -157,7 +157,7 @@ class ConversationService:
                     name=f"{visitor.name} (visitor)",
                     topic=f"Switchboard: {self._presenter.topic_label(conversation.topic)}",
                 )
-                async with self._queue.lock:
+                async with self._queue.exclusive():
                     latest = await self._store.get_conversation(conversation_id)
                     assert latest is not None
                     conversation = dataclasses.replace(latest, puppet=puppet, room_id=room_id)
@@ -359,7 +359,7 @@ class ConversationService:
         message = await self._store.message_by_event(event_id)
         if message is None or message.conversation_id != conversation.id:
             return
-        async with self._queue.lock:
+        async with self._queue.exclusive():
             latest = await self._store.get_conversation(conversation.id)
             if latest is None or message.seq <= latest.read_up_to:
                 return

@@ -6,6 +6,8 @@ import asyncio
 import dataclasses
 import logging
 import uuid
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 from ..model import (
     AdvisorMxid,
@@ -49,15 +51,17 @@ class QueueService:
         self._lock = asyncio.Lock()
         self._last_positions: dict[str, int] = {}
 
-    @property
-    def lock(self) -> asyncio.Lock:
-        """Held while a conversation's status changes; other services take it for the same."""
-        return self._lock
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Held while a conversation's status changes, in this process and in every other
+        process sharing the store; other services take it to change a conversation too."""
+        async with self._lock, self._store.exclusive("conversations"):
+            yield
 
     async def dispatch(self) -> None:
         """Offer waiting visitors to advisors who can take them, and update queue positions."""
         offers: list[Conversation] = []
-        async with self._lock:
+        async with self.exclusive():
             conversations = await self._store.open_conversations()
             advisors = await self._store.advisors()
             cursor = await self._store.get_setting(CURSOR_KEY)
@@ -132,7 +136,7 @@ class QueueService:
         dispatch: bool = True,
     ) -> bool:
         """Withdraw an offer the advisor did not take; the visitor keeps their place."""
-        async with self._lock:
+        async with self.exclusive():
             conversation = await self._store.get_conversation(conversation_id)
             if (
                 conversation is None
@@ -187,7 +191,7 @@ class QueueService:
         """The clock went back: a deadline further away than a whole timeout is reset to one
         timeout from now, so an offer never waits for the clock to catch up."""
         limit = now + self._settings.invite_timeout
-        async with self._lock:
+        async with self.exclusive():
             for c in await self._store.open_conversations():
                 if (
                     c.status is ConversationStatus.INVITING
@@ -200,7 +204,7 @@ class QueueService:
 
     async def accept(self, conversation_id: ConversationId, advisor: AdvisorMxid) -> bool:
         """The advisor joined the room. True if they now own the conversation."""
-        async with self._lock:
+        async with self.exclusive():
             conversation = await self._store.get_conversation(conversation_id)
             if conversation is None or not conversation.status.is_open:
                 return False
@@ -239,7 +243,7 @@ class QueueService:
         dispatch: bool = True,
     ) -> bool:
         """The owning advisor left without closing: the visitor goes back to the queue front."""
-        async with self._lock:
+        async with self.exclusive():
             conversation = await self._store.get_conversation(conversation_id)
             if (
                 conversation is None
@@ -265,7 +269,7 @@ class QueueService:
 
     async def end(self, conversation_id: ConversationId, by: Sender, note: str) -> Conversation:
         """Close the conversation. Idempotent: ending an ended conversation changes nothing."""
-        async with self._lock:
+        async with self.exclusive():
             conversation = await self._store.get_conversation(conversation_id)
             if conversation is None:
                 raise LookupError(conversation_id)
