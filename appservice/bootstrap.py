@@ -12,7 +12,7 @@ from mautrix.types import UserID
 from mautrix.util.async_db import Database
 
 from bridge.model import Presence, RoutingSettings
-from bridge.ports import Clock
+from bridge.ports import Clock, VisitorChannel
 from bridge.services.advisors import AdvisorService
 from bridge.services.conversations import ConversationService
 from bridge.services.presenter import Presenter
@@ -24,7 +24,8 @@ from .clock import WallClock
 from .commands import CommandRegistry
 from .commands import desk as desk_commands
 from .config import Config
-from .db import AppserviceLog, SqlStore, close_database, open_database
+from .db import AppserviceLog, SqlStore, close_database, open_database, parse_database_url
+from .db.fanout import PgFanout
 from .events import MatrixEventHandler
 from .matrix_gateway import MautrixGateway, MemoryASStateStore
 from .transactions import AppserviceEndpoint
@@ -46,12 +47,20 @@ class Switchboard:
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
         self.hub = VisitorHub()
+        self._fanout: PgFanout | None = None
 
     async def start(self) -> None:
         config = self.config
         self._db = await open_database(config.database_url)
         db = self._db
         self.store = SqlStore(db)
+        channel: VisitorChannel = self.hub
+        db_url = parse_database_url(config.database_url)
+        if db_url.dialect == "postgres":
+            # several processes may share this database: events reach every process's pages
+            self._fanout = PgFanout(db_url, db, self.store, self.hub)
+            await self._fanout.start()
+            channel = self._fanout
         self._http = aiohttp.ClientSession()
         api = AppServiceAPI(
             base_url=config.homeserver.address,
@@ -64,7 +73,7 @@ class Switchboard:
         self.gateway = MautrixGateway(config, api)
         clock = self.clock
         topics = config.portal.topics
-        presenter = Presenter(self.store, self.hub, topics)
+        presenter = Presenter(self.store, channel, topics)
         self.queue = QueueService(
             self.store,
             self.gateway,
@@ -75,7 +84,7 @@ class Switchboard:
         self.conversations = ConversationService(
             self.store,
             self.gateway,
-            self.hub,
+            channel,
             presenter,
             self.queue,
             clock,
@@ -181,6 +190,9 @@ class Switchboard:
             except asyncio.CancelledError:
                 pass
         await self.hub.close_all()
+        if self._fanout is not None:
+            await self._fanout.stop()
+            self._fanout = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

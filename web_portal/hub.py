@@ -37,13 +37,13 @@ def event_json(event: VisitorEvent) -> dict[str, Any]:
 
 class Subscriber:
     """One open page. Live events that arrive while its backlog is being read are held, then
-    sent after the backlog; a message is never sent twice or behind a newer one."""
+    sent after the backlog; a message is never sent twice (the page orders them by seq)."""
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
         self._held: list[dict[str, Any]] | None = []
-        self._last_seq = 0
+        self._sent_seqs: set[int] = set()
         self._dropped = False
 
     def offer(self, frame: dict[str, Any]) -> None:
@@ -67,9 +67,9 @@ class Subscriber:
             return
         if frame.get("type") == "message":
             seq = frame["message"]["seq"]
-            if seq <= self._last_seq:
+            if seq in self._sent_seqs:
                 return  # already sent (it was both in the backlog and live)
-            self._last_seq = seq
+            self._sent_seqs.add(seq)
         try:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
@@ -91,12 +91,17 @@ class VisitorHub:
         self._subscribers: dict[ConversationId, set[Subscriber]] = {}
 
     async def publish(self, conversation_id: ConversationId, event: VisitorEvent) -> None:
-        subscribers = self._subscribers.get(conversation_id)
-        if not subscribers:
-            return
-        frame = event_json(event)
-        for subscriber in list(subscribers):
+        if self._subscribers.get(conversation_id):
+            self.publish_frame(conversation_id, event_json(event))
+
+    def publish_frame(self, conversation_id: ConversationId, frame: dict[str, Any]) -> None:
+        """Hand an already serialised event to this process's pages of the conversation."""
+        for subscriber in list(self._subscribers.get(conversation_id, ())):
             subscriber.offer(frame)
+
+    def watched(self) -> list[ConversationId]:
+        """The conversations open in a page of this process."""
+        return list(self._subscribers)
 
     def is_watching(self, conversation_id: ConversationId) -> bool:
         return bool(self._subscribers.get(conversation_id))
@@ -111,12 +116,11 @@ class VisitorHub:
             if not subscribers:
                 del self._subscribers[conversation_id]
 
-    async def close_all(self) -> None:
-        """Shutting down: tell every page to come back later (it reconnects by itself)."""
+    async def close_all(self, code: int = 1001, reason: bytes = b"server restarting") -> None:
+        """Tell every page to come back (it reconnects by itself and catches up by seq)."""
         sockets = [sub.ws for subs in self._subscribers.values() for sub in subs]
         await asyncio.gather(
-            *(ws.close(code=1001, message=b"server restarting") for ws in sockets),
-            return_exceptions=True,
+            *(ws.close(code=code, message=reason) for ws in sockets), return_exceptions=True
         )
 
     def __len__(self) -> int:

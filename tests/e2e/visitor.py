@@ -26,6 +26,7 @@ class Visitor:
         self.frames: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
+        self._leaving = False
         self.conversation: dict[str, Any] | None = None
 
     async def open(self) -> "Visitor":
@@ -63,21 +64,36 @@ class Visitor:
             return await r.json()
 
     async def connect(self, since: int = 0) -> None:
+        self._leaving = False
         self.ws = await self.http.ws_connect(f"{self.url}/api/ws?since={since}", origin=self.url)
-        self._reader = asyncio.create_task(self._read())
+        self._reader = asyncio.create_task(self._read(self.ws))
 
-    async def _read(self) -> None:
-        assert self.ws is not None
-        async for frame in self.ws:
+    def last_seq(self) -> int:
+        return max([m["seq"] for m in self.messages()] or [0])
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for frame in ws:
             if frame.type is aiohttp.WSMsgType.TEXT:
                 async with self._changed:
                     self.frames.append(json.loads(frame.data))
                     self._changed.notify_all()
         async with self._changed:
-            self.frames.append({"type": "closed", "code": self.ws.close_code})
+            self.frames.append({"type": "closed", "code": ws.close_code})
             self._changed.notify_all()
+        # the server closed it (restart, catch-up): come back from the last seq, as the page does
+        while not self._leaving and ws.close_code != 4401:
+            await asyncio.sleep(0.2)
+            try:
+                self.ws = await self.http.ws_connect(
+                    f"{self.url}/api/ws?since={self.last_seq()}", origin=self.url
+                )
+            except (aiohttp.ClientError, OSError):
+                continue
+            self._reader = asyncio.create_task(self._read(self.ws))
+            return
 
     async def disconnect(self) -> None:
+        self._leaving = True
         if self.ws is not None:
             await self.ws.close()
         if self._reader is not None:

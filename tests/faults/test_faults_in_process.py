@@ -55,7 +55,7 @@ async def test_visitor_websockets_cut_again_and_again_lose_and_double_nothing(
     async def cutter() -> None:
         while not stop.is_set():
             for chat in load.chats:
-                last = max([m["seq"] for m in chat.visitor.messages()] or [0])
+                last = chat.visitor.last_seq()
                 await chat.visitor.disconnect()
                 await asyncio.sleep(0.05)
                 await chat.visitor.connect(since=last)

@@ -1,0 +1,161 @@
+"""Visitor events across processes sharing PostgreSQL: NOTIFY out, LISTEN in.
+
+Every process publishes a visitor's events with NOTIFY and hands what it hears to the pages
+open in it, so any portal process can serve any visitor. Messages travel as a reference (the
+conversation and seq; the text is read from the database) because NOTIFY payloads are small.
+Every few seconds each process also announces which conversations are open in its pages, so a
+queued visitor watching from another process is not taken for gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+import asyncpg
+from mautrix.util.async_db import Database
+
+from bridge.model import ConversationId
+from bridge.ports import MessageEvent, Store, VisitorEvent
+from web_portal.hub import VisitorHub, event_json
+from web_portal.serialize import message_json
+
+from .url import DatabaseUrl
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+WATCH_TTL = 3 * HEARTBEAT_SECONDS
+IDS_PER_NOTIFY = 150  # 150 × ~40 bytes stays well under NOTIFY's 8000-byte payload limit
+RECONNECT_PAUSE = 0.5
+CLOSE_CATCH_UP = 1012  # "service restart": the page reconnects and reads what it missed
+
+
+class PgFanout:
+    """The core's VisitorChannel for several processes on one PostgreSQL schema."""
+
+    def __init__(self, db_url: DatabaseUrl, db: Database, store: Store, hub: VisitorHub) -> None:
+        self._url = db_url
+        self._db = db
+        self._store = store
+        self._hub = hub
+        schema = db_url.schema or "public"
+        self.channel = "switchboard_" + hashlib.sha256(schema.encode()).hexdigest()[:16]
+        self._conn: asyncpg.Connection | None = None
+        self._remote: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._lost = asyncio.Event()
+
+    async def start(self) -> None:
+        self._runner = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._connected.wait(), 30)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+
+    async def _connect(self) -> asyncpg.Connection:
+        kwargs = {}
+        if self._url.search_path:
+            kwargs["server_settings"] = self._url.server_settings
+        conn = await asyncpg.connect(self._url.mautrix_url, **kwargs)
+        self._lost.clear()
+        conn.add_termination_listener(lambda _conn: self._lost.set())
+        await conn.add_listener(self.channel, self._heard)
+        return conn
+
+    async def _run(self) -> None:
+        """Keep a listening connection; after losing one, make every page catch up."""
+        first = True
+        while True:
+            try:
+                self._conn = await self._connect()
+            except (OSError, asyncpg.PostgresError) as e:
+                log.warning("cannot listen for visitor events (%s); retrying", e)
+                await asyncio.sleep(RECONNECT_PAUSE)
+                continue
+            if not first:
+                # notifications sent while we were not listening are lost: pages re-read
+                await self._hub.close_all(CLOSE_CATCH_UP, b"catch up")
+            first = False
+            self._connected.set()
+            try:
+                while not self._conn.is_closed() and not self._lost.is_set():
+                    await self._announce_watched()
+                    try:
+                        await asyncio.wait_for(self._lost.wait(), HEARTBEAT_SECONDS)
+                    except asyncio.TimeoutError:
+                        pass
+                log.warning("lost the visitor event listener; reconnecting")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                log.warning("lost the visitor event listener (%s); reconnecting", e)
+            finally:
+                if not self._conn.is_closed():
+                    self._conn.terminate()
+
+    async def _notify(self, payload: dict[str, Any]) -> None:
+        text = json.dumps(payload, separators=(",", ":"))
+        await self._db.execute("SELECT pg_notify($1, $2)", self.channel, text)
+
+    async def publish(self, conversation_id: ConversationId, event: VisitorEvent) -> None:
+        if isinstance(event, MessageEvent):
+            await self._notify({"c": conversation_id, "m": event.message.seq})
+        else:
+            await self._notify({"c": conversation_id, "f": event_json(event)})
+
+    def is_watching(self, conversation_id: ConversationId) -> bool:
+        seen = self._remote.get(conversation_id)
+        return self._hub.is_watching(conversation_id) or (
+            seen is not None and time.monotonic() - seen < WATCH_TTL
+        )
+
+    async def _announce_watched(self) -> None:
+        watched = self._hub.watched()
+        for i in range(0, len(watched), IDS_PER_NOTIFY):
+            await self._notify({"w": watched[i : i + IDS_PER_NOTIFY]})
+        cutoff = time.monotonic() - WATCH_TTL
+        for stale in [c for c, t in self._remote.items() if t < cutoff]:
+            del self._remote[stale]
+
+    def _heard(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        try:
+            note = json.loads(payload)
+            if "w" in note:
+                now = time.monotonic()
+                for conversation_id in note["w"]:
+                    self._remote[conversation_id] = now
+                return
+            conversation_id = ConversationId(note["c"])
+            if not self._hub.is_watching(conversation_id):
+                return  # nobody here has that page open
+            if "f" in note:
+                self._hub.publish_frame(conversation_id, note["f"])
+            else:
+                task = asyncio.create_task(self._relay_message(conversation_id, int(note["m"])))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed visitor event notification")
+
+    async def _relay_message(self, conversation_id: ConversationId, seq: int) -> None:
+        try:
+            for message in await self._store.messages(conversation_id, seq - 1):
+                if message.seq == seq:
+                    self._hub.publish_frame(
+                        conversation_id, {"type": "message", "message": message_json(message)}
+                    )
+                    return
+        except Exception:
+            # the page still gets it: from the history when it reconnects
+            log.warning("could not relay message %d of %s", seq, conversation_id, exc_info=True)

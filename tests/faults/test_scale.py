@@ -1,0 +1,94 @@
+"""Several Switchboard processes on one PostgreSQL: any portal process serves any visitor."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.e2e.conftest import free_port
+from tests.e2e.visitor import Visitor
+from tests.faults.process import SwitchboardProcess, write_config
+from tests.pg import fresh_schema_url
+
+
+@pytest.fixture
+async def two_processes(homeserver, tmp_path):
+    """A: the appservice the homeserver pushes to, and a portal. B: a second portal, with a
+    standby appservice endpoint the homeserver does not know."""
+    admin = homeserver.new_user("admin")
+    async with fresh_schema_url() as url:
+        ports = {name: free_port() for name in ("a", "b", "standby")}
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        processes = []
+        for name, as_port in (("a", homeserver.config.appservice.port), ("b", ports["standby"])):
+            other = "b" if name == "a" else "a"
+            path = tmp_path / f"{name}.yaml"
+            write_config(
+                homeserver.config.path,
+                path,
+                {
+                    "database.url": url,
+                    "appservice.port": as_port,
+                    "portal.port": ports[name],
+                    "portal.public_url": urls[name],
+                    "portal.allowed_origins": [urls[other]],
+                    "desk.admins": [admin],
+                    "logging.level": "INFO",
+                },
+            )
+            processes.append(SwitchboardProcess(path))
+        for process in processes:
+            await asyncio.to_thread(process.start)
+        try:
+            yield admin, processes[0], processes[1]
+        finally:
+            for process in processes:
+                process.stop()
+
+
+async def test_a_visitor_reconnecting_to_another_portal_process_loses_nothing(
+    two_processes, people
+):
+    admin_id, a, b = two_processes
+    bot = a.config.bot_mxid
+    admin = await people.login(admin_id)
+    ana = await people.advisor(None, "ana")
+    dm = await admin.create_room(invite=[bot], is_direct=True)
+    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    await admin.send_text(dm, f"!advisor add {ana.user_id}")
+    control = await ana.wait_for_invite()
+    await ana.join(control)
+    await ana.send_text(control, "!available")
+    await ana.wait_for_message(control, "You are available", sender=bot)
+
+    on_a = Visitor(a.config.portal.public_url)
+    people.visitors.append(on_a)
+    await on_a.open()
+    await on_a.start()
+    await on_a.connect()
+    room = await ana.wait_for_invite(lambda r: r != control)
+    await ana.join(room)
+    await on_a.wait_status("active", advisor_name="Ana")
+    await ana.send_text(room, "hello through A")
+    await on_a.wait_message("hello through A")
+    last = on_a.last_seq()
+    await on_a.disconnect()
+
+    # the same visitor (same cookie) comes back through the other process
+    on_b = Visitor(b.config.portal.public_url, on_a.http)
+    on_b.csrf = on_a.csrf
+    await on_b.connect(since=last)
+    await ana.send_text(room, "live through B")  # handled by A, pushed to B's page
+    await on_b.wait_message("live through B")
+    await on_b.say("answered through B")  # sent by B as the visitor's puppet
+    await ana.wait_for_message(room, "answered through B")
+    await ana.set_typing(room, True)
+    await on_b.wait_for(lambda f: f.get("type") == "typing" and f["typing"])
+    history = await on_b.history()
+    bodies = [m["body"] for m in history["messages"]]
+    for body in ("hello through A", "live through B", "answered through B"):
+        assert bodies.count(body) == 1
+    await ana.send_text(room, "!close")
+    await on_b.wait_status("ended")
+    await on_b.disconnect()
