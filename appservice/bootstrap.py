@@ -33,6 +33,7 @@ from .transactions import AppserviceEndpoint
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
+PING_SECONDS = 5.0
 TXN_LOG_KEEP = 7 * 24 * 3600.0
 
 
@@ -169,11 +170,24 @@ class Switchboard:
         except Exception:
             log.debug("presence of %s not known yet", mxid, exc_info=True)
 
+    async def _ping_homeserver(self) -> None:
+        """Ask the homeserver to ping us: that also resets its back-off of pushes to us.
+
+        After a restart or a network blip the homeserver may wait up to minutes before pushing
+        again (and advisors' messages wait with it); a ping ends the wait at once."""
+        try:
+            await self.gateway.bot.appservice_ping(self.config.appservice.id)
+        except Exception as e:
+            log.debug("homeserver ping failed: %s", e)
+
     async def _tick_forever(self) -> None:
-        next_prune = 0.0
+        next_prune = next_ping = 0.0
         while True:
             await asyncio.sleep(TICK_SECONDS)
             try:
+                if self.clock.monotonic() >= next_ping:
+                    next_ping = self.clock.monotonic() + PING_SECONDS
+                    await self._ping_homeserver()
                 await self.conversations.tick()
                 if self.clock.monotonic() >= next_prune:
                     # the homeserver gives up retrying long before a week has passed

@@ -2,7 +2,8 @@
 
 Unlike mautrix's default handler, a transaction is acknowledged only after its events are
 handled and recorded: a failure answers 500, and the homeserver retries it. Events already
-handled (by event id) are skipped on the retry.
+handled (by event id, recorded in the database) are skipped, whichever transaction brings them
+again: transaction ids alone are not trusted (Synapse can reuse them after a restart).
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ class AppserviceEndpoint:
             return _error(400, "M_BAD_JSON", "Transaction body must be an object")
         async with self._lock:  # the homeserver sends one at a time; so do we
             if await self._log.transaction_done(txn_id):
-                return web.json_response({})
+                # Not skipped: Synapse on SQLite numbers transactions from the highest one it
+                # still holds, so after a restart it reuses ids for new events. Each event id
+                # is checked on its own instead.
+                log.debug("transaction %s seen before; checking its events one by one", txn_id)
             try:
                 await self._handle(body)
                 await self._log.mark_transaction(txn_id)

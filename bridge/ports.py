@@ -73,6 +73,15 @@ class Store(Protocol):
     async def undelivered_messages(self, conversation_id: ConversationId) -> list[Message]: ...
     async def conversations_with_undelivered(self) -> set[ConversationId]: ...
 
+    def claim_undelivered(
+        self, conversation_id: ConversationId
+    ) -> AsyncContextManager[list[Message]]:
+        """The conversation's undelivered messages, in order, for this caller alone.
+
+        While the block runs no other process gets them (nor any later message of the same
+        conversation: order matters more than speed); another caller gets an empty list.
+        What the block marks delivered is committed when it ends without an error."""
+
     # advisors
     async def save_advisor(self, advisor: Advisor) -> None: ...
     async def get_advisor(self, mxid: AdvisorMxid) -> Advisor | None: ...

@@ -159,6 +159,12 @@ class MemoryStore:
     async def undelivered_messages(self, conversation_id: ConversationId) -> list[Message]:
         return [m for m in self.messages_.get(conversation_id, []) if not m.delivered]
 
+    @asynccontextmanager
+    async def claim_undelivered(
+        self, conversation_id: ConversationId
+    ) -> AsyncIterator[list[Message]]:
+        yield await self.undelivered_messages(conversation_id)
+
     async def conversations_with_undelivered(self) -> set[ConversationId]:
         return {cid for cid, log in self.messages_.items() if any(not m.delivered for m in log)}
 

@@ -360,6 +360,28 @@ class SqlStore:
         )
         return [_message_from_row(row) for row in rows]
 
+    @asynccontextmanager
+    async def claim_undelivered(
+        self, conversation_id: ConversationId
+    ) -> AsyncIterator[list[Message]]:
+        if not self._postgres:  # one process: the caller's lock is the claim
+            yield await self.undelivered_messages(conversation_id)
+            return
+        async with self.transaction():
+            rows = await self.db.fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages "
+                "WHERE conversation_id = $1 AND NOT delivered ORDER BY seq "
+                "FOR UPDATE SKIP LOCKED",
+                conversation_id,
+            )
+            first = await self.db.fetchval(
+                "SELECT MIN(seq) FROM messages WHERE conversation_id = $1 AND NOT delivered",
+                conversation_id,
+            )
+            claimed = [_message_from_row(row) for row in rows]
+            # an earlier message locked by another process: it is delivering; leave it be
+            yield claimed if claimed and claimed[0].seq == first else []
+
     async def conversations_with_undelivered(self) -> set[ConversationId]:
         rows = await self.db.fetch(
             "SELECT DISTINCT conversation_id FROM messages WHERE NOT delivered"

@@ -19,6 +19,7 @@ from ..model import (
     EventId,
     Message,
     MessageId,
+    PuppetMxid,
     RoomId,
     Sender,
     Visitor,
@@ -184,21 +185,30 @@ class ConversationService:
         """
         if conversation.room_id is None or conversation.puppet is None:
             return
-        for message in await self._store.undelivered_messages(conversation.id):
-            assert message.txn_id is not None
-            event_id = None
-            if message.id in self._uncertain or message.ts < self._started_at:
-                # an earlier attempt (here, or before a restart) may have landed
-                event_id = await self._gateway.find_visitor_text(
-                    conversation.room_id, conversation.puppet, message.txn_id
-                )
-            if event_id is None:
-                self._uncertain.add(message.id)
-                event_id = await self._gateway.send_visitor_text(
-                    conversation.room_id, conversation.puppet, message.body, message.txn_id
-                )
-            await self._store.mark_delivered(message.id, event_id)
-            self._uncertain.discard(message.id)
+        failure: Exception | None = None
+        async with self._store.claim_undelivered(conversation.id) as batch:
+            for message in batch:
+                try:
+                    await self._deliver(conversation.room_id, conversation.puppet, message)
+                except Exception as e:
+                    failure = e  # keep what was delivered before it; the rest waits
+                    break
+        if failure is not None:
+            raise failure
+
+    async def _deliver(self, room_id: RoomId, puppet: PuppetMxid, message: Message) -> None:
+        assert message.txn_id is not None
+        event_id = None
+        if message.id in self._uncertain or message.ts < self._started_at:
+            # an earlier attempt (here, or before a restart) may have landed
+            event_id = await self._gateway.find_visitor_text(room_id, puppet, message.txn_id)
+        if event_id is None:
+            self._uncertain.add(message.id)
+            event_id = await self._gateway.send_visitor_text(
+                room_id, puppet, message.body, message.txn_id
+            )
+        await self._store.mark_delivered(message.id, event_id)
+        self._uncertain.discard(message.id)
 
     async def current(self, session_hash: str) -> Conversation | None:
         visitor = await self._store.visitor_by_session(session_hash)

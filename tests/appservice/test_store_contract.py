@@ -8,6 +8,7 @@ on the two SQL backends only: it has no in-memory twin.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -336,6 +337,31 @@ async def test_delivery_is_tracked_per_message(store: Store) -> None:
     assert await store.undelivered_messages(ConversationId("c1")) == []
     assert await store.undelivered_messages(ConversationId("c2")) == [b1]
     assert await store.conversations_with_undelivered() == {"c2"}
+
+
+async def test_undelivered_messages_are_claimed_by_one_process_at_a_time(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    await with_conversations(store, 1)
+    first, _ = await store.add_message(message(1))
+    second, _ = await store.add_message(message(2))
+    async with store.claim_undelivered(ConversationId("c1")) as batch:
+        assert batch == [first, second]
+        await store.mark_delivered(first.id, EventId("$1"))
+        if backend.name == "postgres":  # another process meanwhile: nothing, not even m2
+            assert backend.url is not None
+
+            async def other_process() -> list[Message]:
+                async with started(backend.url) as other_db:  # type: ignore[arg-type]
+                    async with SqlStore(other_db).claim_undelivered(ConversationId("c1")) as b:
+                        return b
+
+            # a fresh context: mautrix keeps "the connection in use" in a context variable
+            assert await asyncio.create_task(other_process(), context=contextvars.Context()) == []
+    # what the claim delivered is committed; the rest is there for the next claim
+    async with store.claim_undelivered(ConversationId("c1")) as batch:
+        assert batch == [second]
 
 
 # advisors

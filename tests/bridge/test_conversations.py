@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.errors import InvalidInput, NoOpenConversation
+from bridge.errors import InvalidInput, NoOpenConversation, Unavailable
 from bridge.model import AdvisorMxid, ConversationStatus, EventId, Sender
 from bridge.ports import MessageEvent, ReadEvent, StatusEvent, TypingEvent
 
@@ -159,7 +159,7 @@ async def test_the_start_limit_is_asked_only_when_a_conversation_would_be_create
 async def test_a_send_that_landed_but_lost_its_answer_is_not_sent_again(desk):
     await desk.conversations.start("s1", FORM)
     desk.gateway.lose_answer_next = True
-    with pytest.raises(Exception):
+    with pytest.raises(Unavailable):
         await desk.conversations.visitor_message("s1", "c-1", "only once please")
     # the page retries; the homeserver (restarted) no longer knows the txn id: look first
     await desk.conversations.visitor_message("s1", "c-1", "only once please")

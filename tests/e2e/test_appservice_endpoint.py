@@ -106,3 +106,30 @@ async def test_an_event_the_homeserver_refuses_to_let_us_answer_does_not_stall_t
     await carol.wait_for_message(dm, "Type !help", sender=bot)
     await carol.send_text(dm, "!help")
     await carol.wait_for_message(dm, "Commands you can use", sender=bot)
+
+
+async def test_a_transaction_id_reused_for_new_events_loses_nothing(desks, people):
+    """Synapse on SQLite restarts its transaction numbering after a restart."""
+    desk = await desks.start()
+    ana = await people.advisor(desk, "ana")
+    vera = await people.visitor(desk)
+    await vera.start()
+    room = await ana.wait_for_invite()
+    await ana.join(room)
+    await vera.connect()
+    await vera.wait_status("active")
+    token = desk.config.appservice.hs_token
+    txn = f"reused-{uuid.uuid4().hex}"
+    for body in ("before the restart", "after the restart"):
+        event = {
+            "type": "m.room.message",
+            "room_id": room,
+            "sender": ana.user_id,
+            "event_id": f"$ev-{uuid.uuid4().hex}",
+            "origin_server_ts": 1_700_000_000_000,
+            "content": {"msgtype": "m.text", "body": body},
+        }
+        status, _ = await _put(desk, txn, {"events": [event]}, token)
+        assert status == 200
+    await vera.wait_message("before the restart")
+    await vera.wait_message("after the restart")
