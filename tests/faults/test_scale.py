@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+import aiohttp
 import pytest
 
 from tests.e2e.conftest import free_port
@@ -85,9 +87,34 @@ async def test_a_visitor_reconnecting_to_another_portal_process_loses_nothing(
     await ana.wait_for_message(room, "answered through B")
     await ana.set_typing(room, True)
     await on_b.wait_for(lambda f: f.get("type") == "typing" and f["typing"])
+    # the homeserver fails over to the standby endpoint (B), then back: handled once
+    event = {
+        "type": "m.room.message",
+        "room_id": room,
+        "sender": ana.user_id,
+        "event_id": f"$failover-{uuid.uuid4().hex}",
+        "origin_server_ts": 1_700_000_000_000,
+        "content": {"msgtype": "m.text", "body": "pushed to the standby"},
+    }
+    token = a.config.appservice.hs_token
+    async with aiohttp.ClientSession() as http:
+        for process in (b, a):
+            async with http.put(
+                f"http://127.0.0.1:{process.config.appservice.port}"
+                f"/_matrix/app/v1/transactions/failover-{uuid.uuid4().hex}",
+                json={"events": [event]},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response:
+                assert response.status == 200
+    await on_b.wait_message("pushed to the standby")
     history = await on_b.history()
     bodies = [m["body"] for m in history["messages"]]
-    for body in ("hello through A", "live through B", "answered through B"):
+    for body in (
+        "hello through A",
+        "live through B",
+        "answered through B",
+        "pushed to the standby",
+    ):
         assert bodies.count(body) == 1
     await ana.send_text(room, "!close")
     await on_b.wait_status("ended")
