@@ -112,7 +112,7 @@ async def test_an_accept_racing_an_expiry_leaves_exactly_one_owner(two):
         offered = (await one.store.get_conversation(conversation.id)).advisor
         clock.advance(61)  # the offer just expired, and the advisor accepts at that moment
         accepted, _ = await asyncio.gather(
-            apart(lambda: one.queue.accept(conversation.id, offered)),
+            apart(lambda c=conversation.id, a=offered: one.queue.accept(c, a)),
             apart(lambda: other.queue.expire_offers()),
         )
         final = await one.store.get_conversation(conversation.id)
