@@ -267,7 +267,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             {"type": "status", "conversation": view_json(await conversations.view(current))}
         )
         subscriber.replay(backlog)
-        writer = request.loop.create_task(subscriber.write_forever())
+        writer = subscriber.start_writer()
         try:
             async for frame in ws:
                 if frame.type is not WSMsgType.TEXT:

@@ -45,6 +45,7 @@ class Subscriber:
         self._held: list[dict[str, Any]] | None = []
         self._sent_seqs: set[int] = set()
         self._dropped = False
+        self._writer: asyncio.Future[None] | None = None
 
     def offer(self, frame: dict[str, Any]) -> None:
         if self._dropped:
@@ -78,7 +79,19 @@ class Subscriber:
     def _too_slow(self) -> None:
         log.info("closing a websocket that does not keep up")
         self._dropped, self._held = True, None
-        asyncio.ensure_future(self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow"))
+        asyncio.ensure_future(self._close_too_slow())
+
+    async def _close_too_slow(self) -> None:
+        # stop the writer first (between frames: it waits for the socket to drain), so the
+        # close frame follows whole frames and the page sees a clean 1013
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        await self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow")
+
+    def start_writer(self) -> asyncio.Task[None]:
+        self._writer = asyncio.ensure_future(self.write_forever())
+        return self._writer
 
     async def write_forever(self) -> None:
         while True:

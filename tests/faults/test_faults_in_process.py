@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import asyncpg
 
 from tests.faults.load import ChatLoad, assert_nothing_lost_or_doubled, report
@@ -167,3 +168,34 @@ async def test_clock_steps_back_and_forward_never_freeze_or_skip_an_offer(sqlite
     await first.join(room)
     await vera.connect()
     await vera.wait_status("active")
+
+
+async def test_a_page_that_stops_reading_is_cut_off_and_nobody_else_notices(sqlite_desks, people):
+    desk = await sqlite_desks.start()
+    slow, fast = await people.visitor(desk), await people.visitor(desk)
+    slow_id = (await slow.start())["conversation"]["id"]
+    fast_id = (await fast.start())["conversation"]["id"]
+    stuck = await slow.http.ws_connect(
+        f"{slow.url}/api/ws", origin=slow.url, max_msg_size=0
+    )  # connected, and then never reads a byte
+    await fast.connect()
+    await fast.wait_for(lambda f: f.get("type") == "status")
+    big = {"type": "typing", "typing": True, "name": "x" * 32_000}
+    began = time.monotonic()
+    for i in range(1500):  # ~48 MB for a reader that never reads
+        desk.hub.publish_frame(slow_id, big)
+        if i % 100 == 0:
+            desk.hub.publish_frame(fast_id, {"type": "read", "up_to": i + 1})
+            await asyncio.sleep(0)
+    await fast.wait_for(lambda f: f.get("type") == "read" and f["up_to"] == 1401)
+    assert time.monotonic() - began < 10
+    code = None
+    while code is None:  # now read what was buffered, until the server's close
+        frame = await asyncio.wait_for(stuck.receive(), 10)
+        if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            code = stuck.close_code
+    # 1013 "try again later" when the close frame gets through the backlog, 1006 when the
+    # server gives up waiting for the reader first; either way the page reconnects and reads
+    assert code in (1013, 1006)
+    assert not desk.hub.is_watching(slow_id) and desk.hub.is_watching(fast_id)
+    await stuck.close()
