@@ -267,7 +267,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             {"type": "status", "conversation": view_json(await conversations.view(current))}
         )
         subscriber.replay(backlog)
-        writer = subscriber.start_writer()
         try:
             async for frame in ws:
                 if frame.type is not WSMsgType.TEXT:
@@ -279,7 +278,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 if isinstance(data, dict) and data.get("type") == "ping":
                     subscriber.offer({"type": "pong"})
         finally:
-            writer.cancel()
+            subscriber.stop()
     finally:
         hub.unsubscribe(current.id, subscriber)
         await ws.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from .serialize import message_json, view_json
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 256
+SEQS_REMEMBERED = 256
 CLOSE_TOO_SLOW = 1013  # "try again later": the page reconnects and reads the backlog
 
 
@@ -37,11 +39,16 @@ def event_json(event: VisitorEvent) -> dict[str, Any]:
 
 class Subscriber:
     """One open page. Live events that arrive while its backlog is being read are held, then
-    sent after the backlog; a message is never sent twice (the page orders them by seq)."""
+    sent after the backlog; a message is never sent twice (the page orders them by seq).
+
+    An idle page costs little: a small deque, and a writer task only while there is something
+    to write (thousands of pages wait in a queue at once)."""
+
+    __slots__ = ("ws", "_pending", "_held", "_sent_seqs", "_dropped", "_writer")
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self._pending: deque[dict[str, Any]] = deque()
         self._held: list[dict[str, Any]] | None = []
         self._sent_seqs: set[int] = set()
         self._dropped = False
@@ -71,32 +78,37 @@ class Subscriber:
             if seq in self._sent_seqs:
                 return  # already sent (it was both in the backlog and live)
             self._sent_seqs.add(seq)
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+            if len(self._sent_seqs) > 2 * SEQS_REMEMBERED:
+                # overlaps only happen near the newest messages: forget the old ones
+                self._sent_seqs = set(sorted(self._sent_seqs)[-SEQS_REMEMBERED:])
+        if len(self._pending) >= QUEUE_SIZE:
             self._too_slow()
+            return
+        self._pending.append(frame)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        while self._pending:
+            await self.ws.send_json(self._pending.popleft())
+
+    def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
 
     def _too_slow(self) -> None:
         log.info("closing a websocket that does not keep up")
         self._dropped, self._held = True, None
+        self._pending.clear()
         asyncio.ensure_future(self._close_too_slow())
 
     async def _close_too_slow(self) -> None:
         # stop the writer first (between frames: it waits for the socket to drain), so the
-        # close frame follows whole frames and the page sees a clean 1013
+        # close frame follows whole frames
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
         await self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow")
-
-    def start_writer(self) -> asyncio.Task[None]:
-        self._writer = asyncio.ensure_future(self.write_forever())
-        return self._writer
-
-    async def write_forever(self) -> None:
-        while True:
-            frame = await self.queue.get()
-            await self.ws.send_json(frame)
 
 
 class VisitorHub:

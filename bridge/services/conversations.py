@@ -40,6 +40,9 @@ from .queue import QueueService
 log = logging.getLogger(__name__)
 
 
+ABANDON_SWEEP_SECONDS = 5.0
+
+
 def new_visitor_id() -> VisitorId:
     # lowercase and short: it becomes part of the puppet's Matrix localpart
     return VisitorId(secrets.token_hex(8))
@@ -71,6 +74,7 @@ class ConversationService:
         self._unwatched_since: dict[ConversationId, float] = {}
         self._uncertain: set[MessageId] = set()  # sends that failed: did they land or not?
         self._started_at = clock.now()
+        self._next_sweep = 0.0
         self._visitor_locks = KeyedLock()
         self._conversation_locks = KeyedLock()
 
@@ -408,18 +412,24 @@ class ConversationService:
     async def tick(self) -> None:
         """Repair and time-driven work: expired offers, rooms not yet made, undelivered text,
         visitors who left before anyone answered."""
-        await self._queue.expire_offers()
-        await self._drop_abandoned()
+        snapshot = await self._store.open_conversations()  # read once per tick: it is the cost
+        expired = await self._queue.expire_offers(snapshot)
+        if self._clock.monotonic() >= self._next_sweep:
+            self._next_sweep = self._clock.monotonic() + ABANDON_SWEEP_SECONDS
+            await self._drop_abandoned(snapshot)
         pending = await self._store.conversations_with_undelivered()
-        for conversation in await self._store.open_conversations():
-            if conversation.room_id is None or conversation.id in pending:
-                try:
-                    await self.ensure_room(conversation.id)
-                except Exception:
-                    log.warning("retrying %s failed again", conversation.id, exc_info=True)
-        await self._queue.dispatch()
+        repairs = [c for c in snapshot if c.room_id is None or c.id in pending]
+        for conversation in repairs:
+            try:
+                await self.ensure_room(conversation.id)
+            except Exception:
+                log.warning("retrying %s failed again", conversation.id, exc_info=True)
+        if repairs or expired:
+            snapshot = await self._store.open_conversations()
+        if await self._queue.could_offer(snapshot):
+            await self._queue.dispatch()  # a safety net: events dispatch as they happen
 
-    async def _drop_abandoned(self) -> None:
+    async def _drop_abandoned(self, snapshot: list[Conversation]) -> None:
         """A visitor who closed the page while still queued is not left ringing advisors.
 
         Only waiting and offered conversations are dropped; a conversation with an advisor is
@@ -429,7 +439,7 @@ class ConversationService:
         now = self._clock.monotonic()  # a step of the wall clock must not drop anybody
         queued = {
             c.id
-            for c in await self._store.open_conversations()
+            for c in snapshot
             if c.status in (ConversationStatus.WAITING, ConversationStatus.INVITING)
         }
         for conversation_id in list(self._unwatched_since):

@@ -163,13 +163,18 @@ class QueueService:
             await self.dispatch()
         return True
 
-    async def expire_offers(self) -> int:
-        """Skip every advisor whose offer has run out. Returns how many were skipped."""
+    async def expire_offers(self, snapshot: list[Conversation] | None = None) -> int:
+        """Skip every advisor whose offer has run out. Returns how many were skipped.
+
+        ``snapshot``: the open conversations if the caller just read them (each skip re-reads
+        its conversation under the lock, so a stale snapshot does no harm)."""
         now = self._clock.now()
-        await self._rebase_deadlines(now)
+        if snapshot is None:
+            snapshot = await self._store.open_conversations()
+        await self._rebase_deadlines(now, snapshot)
         expired = [
             c
-            for c in await self._store.open_conversations()
+            for c in snapshot
             if c.status is ConversationStatus.INVITING
             and c.invite_deadline is not None
             and c.invite_deadline <= now
@@ -187,20 +192,40 @@ class QueueService:
             await self.dispatch()
         return len(expired)
 
-    async def _rebase_deadlines(self, now: float) -> None:
+    async def _rebase_deadlines(self, now: float, snapshot: list[Conversation]) -> None:
         """The clock went back: a deadline further away than a whole timeout is reset to one
         timeout from now, so an offer never waits for the clock to catch up."""
         limit = now + self._settings.invite_timeout
-        async with self.exclusive():
-            for c in await self._store.open_conversations():
-                if (
-                    c.status is ConversationStatus.INVITING
-                    and c.invite_deadline is not None
-                    and c.invite_deadline > limit
-                ):
+
+        def too_far(c: Conversation | None) -> bool:
+            return (
+                c is not None
+                and c.status is ConversationStatus.INVITING
+                and c.invite_deadline is not None
+                and c.invite_deadline > limit
+            )
+
+        for candidate in [c for c in snapshot if too_far(c)]:  # rare: only after a clock step
+            async with self.exclusive():
+                c = await self._store.get_conversation(candidate.id)
+                if too_far(c):
+                    assert c is not None
                     await self._store.save_conversation(
                         dataclasses.replace(c, invite_deadline=limit)
                     )
+
+    async def could_offer(self, snapshot: list[Conversation]) -> bool:
+        """Whether a routing pass could offer anyone to anyone: someone waits with a room and
+        some advisor has room. Cheap, so housekeeping skips pointless passes."""
+        if not any(c.status is ConversationStatus.WAITING and c.room_id for c in snapshot):
+            return False
+        ring = RoundRobin(
+            await self._store.advisors(),
+            advisor_load(snapshot),
+            None,
+            default_capacity=self._settings.default_capacity,
+        )
+        return not ring.exhausted
 
     async def accept(self, conversation_id: ConversationId, advisor: AdvisorMxid) -> bool:
         """The advisor joined the room. True if they now own the conversation."""
