@@ -14,6 +14,7 @@ import jinja2
 from aiohttp import WSMsgType, web
 
 from bridge.errors import InvalidInput, NoOpenConversation, NotAllowed, SwitchboardError
+from bridge.model import ConversationId
 from bridge.services.conversations import ConversationService
 
 from .hub import Subscriber, VisitorHub
@@ -242,20 +243,22 @@ async def end_conversation(request: web.Request) -> web.Response:
     return web.json_response({"conversation": view_json(await conversations.view(ended))})
 
 
-async def websocket(request: web.Request) -> web.StreamResponse:
-    if not request.app[ORIGINS].ok(request, required=True):
-        raise web.HTTPForbidden(reason="This origin may not open the chat.")
+async def _open_conversation(
+    request: web.Request, ws: web.WebSocketResponse
+) -> tuple[ConversationId, Subscriber] | None:
+    """The visitor's conversation, subscribed and caught up, or None (the socket is closed).
+
+    A function of its own so that the backlog is freed once sent: an idle page then costs
+    the socket, its subscriber and one conversation id (thousands of them wait at once)."""
     conversations, hub = request.app[CONVERSATIONS], request.app[HUB]
     since = _since(request)
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_WS_FRAME, receive_timeout=120)
-    await ws.prepare(request)
     token = _session(request)
     current = (
         await conversations.current(request.app[SESSIONS].session_hash(token)) if token else None
     )
     if current is None:
         await ws.close(code=CLOSE_NO_SESSION, message=b"no conversation")
-        return ws
+        return None
     subscriber = Subscriber(ws)
     hub.subscribe(current.id, subscriber)  # before the backlog: nothing falls in between
     try:
@@ -266,21 +269,36 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         backlog.append(
             {"type": "status", "conversation": view_json(await conversations.view(current))}
         )
-        subscriber.replay(backlog)
-        try:
-            async for frame in ws:
-                if frame.type is not WSMsgType.TEXT:
-                    break  # binary, oversized or broken frames end this socket only
-                try:
-                    data = json.loads(frame.data)
-                except ValueError:
-                    break
-                if isinstance(data, dict) and data.get("type") == "ping":
-                    subscriber.offer({"type": "pong"})
-        finally:
-            subscriber.stop()
-    finally:
+    except BaseException:
         hub.unsubscribe(current.id, subscriber)
+        raise
+    subscriber.replay(backlog)
+    return current.id, subscriber
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    if not request.app[ORIGINS].ok(request, required=True):
+        raise web.HTTPForbidden(reason="This origin may not open the chat.")
+    _since(request)  # a bad `since` is a 400 before the upgrade
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_WS_FRAME, receive_timeout=120)
+    await ws.prepare(request)
+    opened = await _open_conversation(request, ws)
+    if opened is None:
+        return ws
+    conversation_id, subscriber = opened
+    try:
+        async for frame in ws:
+            if frame.type is not WSMsgType.TEXT:
+                break  # binary, oversized or broken frames end this socket only
+            try:
+                data = json.loads(frame.data)
+            except ValueError:
+                break
+            if isinstance(data, dict) and data.get("type") == "ping":
+                subscriber.offer({"type": "pong"})
+    finally:
+        subscriber.stop()
+        request.app[HUB].unsubscribe(conversation_id, subscriber)
         await ws.close()
     return ws
 

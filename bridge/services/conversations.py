@@ -167,6 +167,9 @@ class ConversationService:
                     assert latest is not None
                     conversation = dataclasses.replace(latest, puppet=puppet, room_id=room_id)
                     await self._store.save_conversation(conversation)
+                # invite first: the advisor's client gets the room while we post the form's
+                # answers and the first message (history is shared: they see them on joining)
+                await self._queue.dispatch()
                 await self._gateway.post_notice(
                     room_id, self._intro(visitor, conversation), f"sb-intro-{conversation.id}"
                 )

@@ -96,8 +96,8 @@ class QueueService:
                 # the cursor only spreads work fairly; losing it in a crash harms nobody
                 await self._store.set_setting(CURSOR_KEY, ring.last)
             remaining = await self._store.open_conversations()
-        for offer in offers:
-            await self._send_offer(offer)
+        # one pass may offer many visitors: the invites go out together, not one by one
+        await asyncio.gather(*(self._send_offer(offer) for offer in offers))
         await self._publish_positions(remaining)
 
     async def _send_offer(self, offer: Conversation) -> None:
