@@ -96,6 +96,8 @@ class Conversation:
     read_up_to: int = 0
     ended_at: float | None = None
     ended_by: Sender | None = None
+    announced: bool = False  # the form's answers are posted in the room
+    room_closed: bool = False  # ended, and the Matrix side of the end is done
 
 
 @dataclass(frozen=True)

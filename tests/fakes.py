@@ -117,7 +117,14 @@ class MemoryStore:
 
     async def latest_conversation(self, visitor_id: VisitorId) -> Conversation | None:
         mine = [c for c in self.conversations.values() if c.visitor_id == visitor_id]
-        return max(mine, key=lambda c: c.created_at, default=None)
+        return max(mine, key=lambda c: (c.status.is_open, c.created_at), default=None)
+
+    async def rooms_to_close(self) -> list[Conversation]:
+        return [
+            c
+            for c in self.conversations.values()
+            if not c.status.is_open and c.room_id is not None and not c.room_closed
+        ]
 
     async def open_conversations(self) -> list[Conversation]:
         return sorted(

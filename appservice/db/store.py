@@ -40,7 +40,7 @@ Row = Any  # sqlite3.Row or asyncpg.Record: both are read by column name
 VISITOR_COLUMNS = "id, name, email, created_at"
 CONVERSATION_COLUMNS = (
     "id, visitor_id, topic, status, created_at, queued_at, puppet, room_id, advisor, "
-    "invite_deadline, skipped, read_up_to, ended_at, ended_by"
+    "invite_deadline, skipped, read_up_to, ended_at, ended_by, announced, room_closed"
 )
 MESSAGE_COLUMNS = (
     "id, conversation_id, seq, sender, author, body, ts, client_id, event_id, txn_id, delivered"
@@ -78,6 +78,8 @@ def _conversation_from_row(row: Row) -> Conversation:
         read_up_to=row["read_up_to"],
         ended_at=row["ended_at"],
         ended_by=Sender(row["ended_by"]) if row["ended_by"] is not None else None,
+        announced=bool(row["announced"]),
+        room_closed=bool(row["room_closed"]),
     )
 
 
@@ -97,6 +99,8 @@ def _conversation_params(c: Conversation) -> tuple[Any, ...]:
         c.read_up_to,
         None if c.ended_at is None else float(c.ended_at),
         c.ended_by.value if c.ended_by is not None else None,
+        c.announced,
+        c.room_closed,
     )
 
 
@@ -226,7 +230,7 @@ class SqlStore:
         """
         row = await self.db.fetchrow(
             f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
-            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 "
+            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 "
             "WHERE NOT EXISTS (SELECT 1 FROM conversations "
             "                  WHERE visitor_id = $2 AND status <> 'ended') "
             "ON CONFLICT (visitor_id) WHERE status <> 'ended' DO NOTHING "
@@ -242,7 +246,7 @@ class SqlStore:
         )
         await self.db.execute(
             f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
             f"ON CONFLICT (id) DO UPDATE SET {updates}",
             *_conversation_params(conversation),
         )
@@ -262,10 +266,19 @@ class SqlStore:
     async def latest_conversation(self, visitor_id: VisitorId) -> Conversation | None:
         row = await self.db.fetchrow(
             f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = $1 "
-            "ORDER BY created_at DESC LIMIT 1",
+            # the open one first: a clock stepped back must not hide it behind an ended one
+            "ORDER BY CASE WHEN status = 'ended' THEN 1 ELSE 0 END, created_at DESC LIMIT 1",
             visitor_id,
         )
         return _conversation_from_row(row) if row else None
+
+    async def rooms_to_close(self) -> list[Conversation]:
+        """Ended conversations whose Matrix room is not closed yet."""
+        rows = await self.db.fetch(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations "
+            "WHERE status = 'ended' AND room_id IS NOT NULL AND NOT room_closed"
+        )
+        return [_conversation_from_row(row) for row in rows]
 
     async def open_conversations(self) -> list[Conversation]:
         """Every conversation not ended, oldest first (ties broken by id)."""

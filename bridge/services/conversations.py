@@ -162,18 +162,33 @@ class ConversationService:
                     name=f"{visitor.name} (visitor)",
                     topic=f"Switchboard: {self._presenter.topic_label(conversation.topic)}",
                 )
-                async with self._queue.exclusive():
-                    latest = await self._store.get_conversation(conversation_id)
-                    assert latest is not None
-                    conversation = dataclasses.replace(latest, puppet=puppet, room_id=room_id)
-                    await self._store.save_conversation(conversation)
+                conversation = await self._update(conversation_id, puppet=puppet, room_id=room_id)
+                if not conversation.status.is_open:
+                    return  # ended while the room was made: tick() closes the room
                 # invite first: the advisor's client gets the room while we post the form's
                 # answers and the first message (history is shared: they see them on joining)
                 await self._queue.dispatch()
+            if not conversation.announced:
+                assert conversation.room_id is not None
+                visitor = visitor or await self._store.get_visitor(conversation.visitor_id)
+                assert visitor is not None
                 await self._gateway.post_notice(
-                    room_id, self._intro(visitor, conversation), f"sb-intro-{conversation.id}"
+                    conversation.room_id,
+                    self._intro(visitor, conversation),
+                    f"sb-intro-{conversation.id}",
                 )
+                conversation = await self._update(conversation_id, announced=True)
             await self._deliver_pending(conversation)
+
+    async def _update(self, conversation_id: ConversationId, **changes: Any) -> Conversation:
+        """Change fields of the stored conversation under the status lock (others may have
+        changed it meanwhile: the fresh row is the base)."""
+        async with self._queue.exclusive():
+            latest = await self._store.get_conversation(conversation_id)
+            assert latest is not None
+            updated = dataclasses.replace(latest, **changes)
+            await self._store.save_conversation(updated)
+        return updated
 
     def _intro(self, visitor: Visitor, conversation: Conversation) -> str:
         lines = [
@@ -298,7 +313,7 @@ class ConversationService:
         ended = await self._queue.end(
             conversation.id, Sender.VISITOR, "The visitor ended the chat."
         )
-        await self._leave_room(ended, "The visitor ended the chat.")
+        await self._close_room_soon(ended.id)
         return ended
 
     # -- the advisor's side (events from Matrix) ----------------------------------------
@@ -373,6 +388,8 @@ class ConversationService:
         conversation = await self._store.conversation_by_room(room_id)
         if conversation is None or reader != conversation.advisor:
             return
+        if not conversation.status.is_open:
+            return  # an ended conversation does not change any more
         message = await self._store.message_by_event(event_id)
         if message is None or message.conversation_id != conversation.id:
             return
@@ -394,21 +411,42 @@ class ConversationService:
         if not conversation.status.is_open:
             return conversation
         ended = await self._queue.end(conversation.id, Sender.ADVISOR, f"{name} ended the chat.")
-        await self._leave_room(ended, f"{name} ended the chat.")
+        await self._close_room_soon(ended.id)
         return ended
 
-    async def _leave_room(self, conversation: Conversation, note: str) -> None:
-        if conversation.room_id is None or conversation.puppet is None:
-            return
+    async def _close_room_soon(self, conversation_id: ConversationId) -> None:
         try:
+            await self.close_room(conversation_id)
+        except Exception:
+            log.warning(
+                "closing the room of %s failed; will retry", conversation_id, exc_info=True
+            )
+
+    async def close_room(self, conversation_id: ConversationId) -> None:
+        """The Matrix side of an end, until done: what the visitor still had on its way is
+        delivered, the room is told how it ended, and the puppet leaves."""
+        async with self._conversation_locks(conversation_id):
+            conversation = await self._store.get_conversation(conversation_id)
+            if (
+                conversation is None
+                or conversation.status.is_open
+                or conversation.room_closed
+                or conversation.room_id is None
+                or conversation.puppet is None
+            ):
+                return
+            await self._deliver_pending(conversation)
+            notes = [
+                m for m in await self._store.messages(conversation.id) if m.sender is Sender.SYSTEM
+            ]
+            note = notes[-1].body if notes else "The chat has ended."
             await self._gateway.post_notice(
                 conversation.room_id,
                 f"{note} The transcript is saved.",
                 f"sb-end-{conversation.id}",
             )
             await self._gateway.puppet_leave(conversation.room_id, conversation.puppet)
-        except Exception:
-            log.warning("leaving %s failed", conversation.room_id, exc_info=True)
+            await self._update(conversation_id, room_closed=True)
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -421,12 +459,14 @@ class ConversationService:
             self._next_sweep = self._clock.monotonic() + ABANDON_SWEEP_SECONDS
             await self._drop_abandoned(snapshot)
         pending = await self._store.conversations_with_undelivered()
-        repairs = [c for c in snapshot if c.room_id is None or c.id in pending]
+        repairs = [c for c in snapshot if c.room_id is None or not c.announced or c.id in pending]
         for conversation in repairs:
             try:
                 await self.ensure_room(conversation.id)
             except Exception:
                 log.warning("retrying %s failed again", conversation.id, exc_info=True)
+        for ended in await self._store.rooms_to_close():
+            await self._close_room_soon(ended.id)
         if repairs or expired:
             snapshot = await self._store.open_conversations()
         if await self._queue.could_offer(snapshot):
@@ -455,8 +495,8 @@ class ConversationService:
             if now - since >= self._abandon_after:
                 del self._unwatched_since[conversation_id]
                 note = "The visitor left before an advisor was free."
-                ended = await self._queue.end(conversation_id, Sender.VISITOR, note)
-                await self._leave_room(ended, note)
+                await self._queue.end(conversation_id, Sender.VISITOR, note)
+                await self._close_room_soon(conversation_id)
 
     async def transcript(self, conversation_id: ConversationId) -> list[Message]:
         return await self._store.messages(conversation_id)

@@ -45,7 +45,7 @@ async def tables(url: str) -> set[str]:
 async def test_migrations_go_up_down_and_up_again(url: str) -> None:
     await upgrade(url)
     assert await tables(url) == SWITCHBOARD_TABLES | {"alembic_version"}
-    assert await current_revision(url) == "0001"
+    assert await current_revision(url) == "0002"
 
     await downgrade(url)
     assert await tables(url) == {"alembic_version"}  # alembic keeps its (empty) table
@@ -54,7 +54,7 @@ async def test_migrations_go_up_down_and_up_again(url: str) -> None:
     await upgrade(url)
     assert await tables(url) >= SWITCHBOARD_TABLES
     await upgrade(url)  # already at head: nothing to do
-    assert await current_revision(url) == "0001"
+    assert await current_revision(url) == "0002"
 
 
 async def test_open_database_migrates_and_the_schema_refuses_a_second_open_conversation(
@@ -62,7 +62,7 @@ async def test_open_database_migrates_and_the_schema_refuses_a_second_open_conve
 ) -> None:
     db = await open_database(url)
     try:
-        assert await current_revision(url) == "0001"
+        assert await current_revision(url) == "0002"
         await db.execute(
             "INSERT INTO visitors (id, name, email, created_at) VALUES ('v1', 'V', NULL, 1.5)"
         )
@@ -104,7 +104,7 @@ async def test_relative_sqlite_url_is_the_same_file_for_migrations_and_runtime(
         await close_database(db)
     with sqlite3.connect(tmp_path / "relative.db") as conn:
         assert conn.execute("SELECT value FROM settings").fetchall() == [("v",)]
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
 
 
 def test_postgres_url_gives_search_path_to_both_drivers_and_keeps_the_rest() -> None:
