@@ -11,7 +11,7 @@ from mautrix.appservice import AppServiceAPI
 from mautrix.types import UserID
 from mautrix.util.async_db import Database
 
-from bridge.model import Presence, RoutingSettings
+from bridge.model import Presence, RoomId, RoutingSettings
 from bridge.ports import Clock, VisitorChannel
 from bridge.services.advisors import AdvisorService
 from bridge.services.conversations import ConversationService
@@ -20,6 +20,7 @@ from bridge.services.queue import QueueService
 from web_portal.app import PortalSettings, create_app
 from web_portal.hub import VisitorHub
 
+from .catch_up import CatchUp, HomeserverWatch
 from .clock import WallClock
 from .commands import CommandRegistry
 from .commands import desk as desk_commands
@@ -62,7 +63,8 @@ class Switchboard:
             self._fanout = PgFanout(db_url, db, self.store, self.hub)
             await self._fanout.start()
             channel = self._fanout
-        self._http = aiohttp.ClientSession()
+        self.watch = HomeserverWatch(self.clock)
+        self._http = aiohttp.ClientSession(trace_configs=[self.watch.trace_config()])
         api = AppServiceAPI(
             base_url=config.homeserver.address,
             bot_mxid=UserID(config.bot_mxid),
@@ -106,7 +108,14 @@ class Switchboard:
             config, self.gateway, self.conversations, self.advisors, commands
         )
         self.txn_log = AppserviceLog(db, self.clock)
-        self.endpoint = AppserviceEndpoint(config.appservice.hs_token, self.txn_log, events)
+        self.endpoint = AppserviceEndpoint(
+            config.appservice.hs_token, self.txn_log, events, self.watch
+        )
+        self.catch_up = CatchUp(self.gateway.bot.api, self._served_rooms, self.endpoint)
+        last_push = await self.txn_log.last_transaction_at()
+        if last_push is not None:
+            # the homeserver may have restarted while we were down, losing what it held for us
+            self.watch.suspect_gap("Switchboard started", since=last_push)
         portal = create_app(
             self.conversations,
             self.hub,
@@ -170,6 +179,12 @@ class Switchboard:
         except Exception:
             log.debug("presence of %s not known yet", mxid, exc_info=True)
 
+    async def _served_rooms(self) -> list[RoomId]:
+        """The rooms whose events the desk acts on: open conversations, advisors' chats."""
+        rooms = [c.room_id for c in await self.store.open_conversations() if c.room_id]
+        rooms += [a.control_room for a in await self.store.advisors() if a.control_room]
+        return list(dict.fromkeys(rooms))
+
     async def _ping_homeserver(self) -> None:
         """Ask the homeserver to ping us: that also resets its back-off of pushes to us.
 
@@ -180,6 +195,11 @@ class Switchboard:
         except Exception as e:
             log.debug("homeserver ping failed: %s", e)
 
+    async def _catch_up_if_needed(self) -> None:
+        gap = self.watch.gap()
+        if gap is not None and await self.catch_up.run(since=gap[0]):
+            self.watch.caught_up(gap[1])
+
     async def _tick_forever(self) -> None:
         next_prune = next_ping = 0.0
         while True:
@@ -188,6 +208,7 @@ class Switchboard:
                 if self.clock.monotonic() >= next_ping:
                     next_ping = self.clock.monotonic() + PING_SECONDS
                     await self._ping_homeserver()
+                await self._catch_up_if_needed()
                 await self.conversations.tick()
                 if self.clock.monotonic() >= next_prune:
                     # the homeserver gives up retrying long before a week has passed

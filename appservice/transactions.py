@@ -33,15 +33,28 @@ class EventSink(Protocol):
     async def handle_ephemeral(self, event: Any) -> None: ...
 
 
+class PushWatch(Protocol):
+    def pushed(self) -> None: ...
+    def suspect_gap(self, why: str, since: float | None = None) -> None: ...
+
+
 def _error(status: int, errcode: str, error: str) -> web.Response:
     return web.json_response({"errcode": errcode, "error": error}, status=status)
 
 
 class AppserviceEndpoint:
-    def __init__(self, hs_token: str, log_store: TransactionLog, sink: EventSink) -> None:
+    def __init__(
+        self,
+        hs_token: str,
+        log_store: TransactionLog,
+        sink: EventSink,
+        watch: PushWatch | None = None,
+    ) -> None:
         self._hs_token = hs_token.encode()
         self._log = log_store
         self._sink = sink
+        self._watch = watch
+        self._repeating = False  # the last transaction's id had been seen before
         self._lock = asyncio.Lock()
         self.transactions_handled = 0
 
@@ -83,6 +96,12 @@ class AppserviceEndpoint:
                 # still holds, so after a restart it reuses ids for new events. Each event id
                 # is checked on its own instead.
                 log.debug("transaction %s seen before; checking its events one by one", txn_id)
+                if self._watch is not None and not self._repeating:
+                    # a retry of one whose answer was lost, or the homeserver restarted
+                    self._watch.suspect_gap(f"transaction {txn_id} came again")
+                self._repeating = True
+            else:
+                self._repeating = False
             try:
                 await self._handle(body)
                 await self._log.mark_transaction(txn_id)
@@ -90,11 +109,18 @@ class AppserviceEndpoint:
                 log.exception("transaction %s failed; the homeserver will retry it", txn_id)
                 return _error(500, "M_UNKNOWN", "Transaction failed; retry later")
         self.transactions_handled += 1
+        if self._watch is not None:
+            self._watch.pushed()
         return web.json_response({})
 
-    async def _handle(self, body: dict[str, Any]) -> None:
-        events = body.get("events")
-        for event in events if isinstance(events, list) else []:
+    async def replay(self, events: list[Any]) -> int:
+        """Handle events read back from the rooms (see ``catch_up``); how many were new."""
+        async with self._lock:
+            return await self._handle_events(events)
+
+    async def _handle_events(self, events: list[Any]) -> int:
+        handled = 0
+        for event in events:
             event_id = event.get("event_id") if isinstance(event, dict) else None
             if not isinstance(event_id, str) or not event_id:
                 continue
@@ -102,6 +128,12 @@ class AppserviceEndpoint:
                 continue
             await self._sink.handle(event)
             await self._log.mark_event(event_id)
+            handled += 1
+        return handled
+
+    async def _handle(self, body: dict[str, Any]) -> None:
+        events = body.get("events")
+        await self._handle_events(events if isinstance(events, list) else [])
         ephemeral = body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral")
         for event in ephemeral if isinstance(ephemeral, list) else []:
             try:

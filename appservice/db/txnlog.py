@@ -43,6 +43,11 @@ class AppserviceLog:
             float(self.clock.now()),
         )
 
+    async def last_transaction_at(self) -> float | None:
+        """When the latest recorded transaction was completed (seconds since epoch), if any."""
+        found = await self.db.fetchval("SELECT MAX(completed_at) FROM as_transactions")
+        return None if found is None else float(found)
+
     async def event_handled(self, event_id: str) -> bool:
         """Whether the event ``event_id`` was already handled."""
         found = await self.db.fetchval(

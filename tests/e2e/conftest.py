@@ -86,6 +86,7 @@ class DeskFactory:
         capacity: int = 3,
         admins: tuple[str, ...] = (),
         clock: Clock | None = None,
+        homeserver_address: str | None = None,
     ) -> Switchboard:
         db = _database(self.backend, self.tmp_path)
         url = await db.__aenter__()
@@ -104,6 +105,11 @@ class DeskFactory:
             ),
             admins=admins,
         )
+        if homeserver_address is not None:  # e.g. through a proxy the test can cut
+            config = dataclasses.replace(
+                config,
+                homeserver=dataclasses.replace(base.homeserver, address=homeserver_address),
+            )
         switchboard = Switchboard(config, clock)
         await switchboard.start()
         self.running.append((switchboard, db))

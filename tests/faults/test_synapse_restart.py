@@ -1,22 +1,16 @@
 """The homeserver restarted mid-load. In a file of its own, run last among the Synapse tests:
-after a restart Synapse needs a moment before it pushes to appservices at full speed again."""
+after a restart Synapse needs a moment before it pushes to appservices at full speed again.
+
+Synapse drops the events it held in memory for us when it stops (element-hq/synapse#11637);
+Switchboard reads them back from the rooms once it answers again (appservice.catch_up)."""
 
 from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from tests.faults.load import ChatLoad, assert_nothing_lost_or_doubled, report
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Open bug, under investigation: about one run in ten, one advisor message sent "
-    "while Synapse stops never reaches the visitor (seen once in CI on 2026-12-01: "
-    "'load-1 a1' lost). Synapse restarting its appservice txn ids is handled; what remains "
-    "is not understood yet. The test still reports the account every run.",
-)
 async def test_the_homeserver_restarted_mid_load_loses_and_doubles_nothing(
     sqlite_desks, people, homeserver
 ):

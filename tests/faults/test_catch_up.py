@@ -1,0 +1,109 @@
+"""Events the homeserver never pushed are read back from the rooms (see appservice.catch_up).
+
+Synapse loses the events it holds in memory for an appservice when it stops
+(element-hq/synapse#11637). The loss is made certain here: the endpoint acknowledges the
+transaction that carries the event without handling it, exactly what the homeserver losing it
+looks like from our side. Then the homeserver goes away and comes back (or Switchboard restarts),
+and the event must be handled once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from bridge.model import ConversationStatus
+from tests.faults.proxy import CuttableProxy
+
+
+def lose_pushed(desk: Any, lost: Callable[[dict[str, Any]], bool]) -> asyncio.Event:
+    """From now on, events matching ``lost`` are acknowledged but never handled."""
+    happened = asyncio.Event()
+    push = desk.endpoint._handle
+
+    async def lossy(body: dict[str, Any]) -> None:
+        events = body.get("events") or []
+        kept = [e for e in events if not lost(e)]
+        if len(kept) < len(events):
+            happened.set()
+        await push({**body, "events": kept})
+
+    desk.endpoint._handle = lossy
+    return happened
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    async def check() -> None:
+        while not condition():
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(check(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"{what}: not within {timeout}s") from None
+
+
+async def test_a_message_lost_while_the_homeserver_was_away_is_read_back(
+    sqlite_desks, people, homeserver
+):
+    hs = urlsplit(homeserver.server.url)
+    proxy = await CuttableProxy(hs.hostname or "127.0.0.1", hs.port or 80).start()
+    desk = await sqlite_desks.start(homeserver_address=proxy.url)
+    ana = await people.advisor(desk, "ana")
+    vera = await people.visitor(desk)
+    await vera.start()
+    await vera.connect()
+    room = await ana.wait_for_invite()
+    await ana.join(room)
+    await vera.wait_status("active")
+
+    lost = lose_pushed(desk, lambda e: e.get("content", {}).get("body") == "Are you there?")
+    await ana.send_text(room, "Are you there?")
+    await asyncio.wait_for(lost.wait(), 15)
+
+    await proxy.cut()  # the homeserver is away for Switchboard, which notices on its next call
+    status, body = await vera.post(
+        "/api/conversation/messages", {"client_id": "hello-1", "body": "Hello?"}
+    )
+    assert status == 503 and "not delivered yet" in body["error"]["message"]
+    await until(lambda: desk.watch.gap() is not None, "Switchboard noticing the homeserver away")
+    await proxy.start()
+
+    await vera.wait_message("Are you there?")
+    await ana.wait_for_message(room, "Hello?")
+    await ana.send_text(room, "Yes, sorry.")
+    await vera.wait_message("Yes, sorry.")
+    bodies = [m["body"] for m in vera.messages() if m["sender"] == "advisor"]
+    assert bodies == ["Are you there?", "Yes, sorry."]
+    await until(lambda: desk.watch.gap() is None, "the catch-up completing")
+    await proxy.cut()
+
+
+async def test_an_accept_lost_before_switchboard_restarted_is_read_back(sqlite_desks, people):
+    desk = await sqlite_desks.start()
+    ana = await people.advisor(desk, "ana")
+    vera = await people.visitor(desk)
+    started = await vera.start()
+    await vera.connect()
+    room = await ana.wait_for_invite()
+
+    lost = lose_pushed(
+        desk,
+        lambda e: e.get("type") == "m.room.member"
+        and e.get("state_key") == ana.user_id
+        and e.get("content", {}).get("membership") == "join",
+    )
+    await ana.join(room)
+    await asyncio.wait_for(lost.wait(), 15)
+    conversation = await desk.store.get_conversation(started["conversation"]["id"])
+    assert conversation.status is ConversationStatus.INVITING
+
+    await desk.stop()  # the homeserver restarts while we are down: its pushes for us are gone
+    again = await sqlite_desks.start()  # same database
+    vera.url = again.config.portal.public_url
+    await vera.disconnect()
+    await vera.connect()
+    await vera.wait_status("active", advisor_name="Ana")
+    await ana.send_text(room, "Hi Vera.")
+    await vera.wait_message("Hi Vera.")
