@@ -12,6 +12,7 @@ idempotent by event id (the endpoint's log), so an event both pushed and read ba
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -87,7 +88,7 @@ class HomeserverWatch:
 
 
 class EventReplayer(Protocol):
-    async def replay(self, events: list[dict[str, Any]]) -> int: ...
+    async def replay(self, read: Callable[[], Awaitable[list[dict[str, Any]]]]) -> int: ...
 
 
 class CatchUp:
@@ -115,7 +116,9 @@ class CatchUp:
         for room_id in await self._rooms():
             rooms += 1
             try:
-                events = await self._events_since(room_id, int(since * 1000))
+                handled += await self._endpoint.replay(
+                    functools.partial(self._events_since, room_id, int(since * 1000))
+                )
             except MatrixRequestError as e:
                 if e.http_status in UNAVAILABLE or e.http_status == 429:
                     complete = False
@@ -125,9 +128,8 @@ class CatchUp:
             except (MatrixConnectionError, asyncio.TimeoutError) as e:
                 log.debug("catching up on %s failed (%s); will try again", room_id, e)
                 return False  # the homeserver is still away: the next tick tries again
-            handled += await self._endpoint.replay(events)
         if handled:
-            log.warning("caught up on %d event(s) the homeserver never pushed", handled)
+            log.warning("caught up on %d event(s) the homeserver had not pushed", handled)
         log.info("caught up on %d room(s); complete: %s", rooms, complete)
         return complete
 

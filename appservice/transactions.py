@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -113,10 +114,11 @@ class AppserviceEndpoint:
             self._watch.pushed()
         return web.json_response({})
 
-    async def replay(self, events: list[Any]) -> int:
-        """Handle events read back from the rooms (see ``catch_up``); how many were new."""
+    async def replay(self, read: Callable[[], Awaitable[list[Any]]]) -> int:
+        """Handle the events ``read`` gets back from a room (see ``catch_up``); how many were
+        new. No transaction is handled meanwhile, so none slips in between."""
         async with self._lock:
-            return await self._handle_events(events)
+            return await self._handle_events(await read())
 
     async def _handle_events(self, events: list[Any]) -> int:
         handled = 0

@@ -82,7 +82,8 @@ class Endpoint:
     def __init__(self) -> None:
         self.handled: list[str] = []
 
-    async def replay(self, events: list[dict[str, Any]]) -> int:
+    async def replay(self, read: Any) -> int:
+        events = await read()
         self.handled += [e["event_id"] for e in events]
         return len(events)
 
