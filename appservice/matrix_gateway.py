@@ -6,12 +6,12 @@ import logging
 
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
+from mautrix.client import ClientAPI
 from mautrix.client.state_store.memory import MemoryStateStore
-from mautrix.errors import MatrixRequestError, MNotFound
+from mautrix.errors import MAlreadyJoined, MatrixRequestError, MForbidden
 from mautrix.types import (
     EventID,
     EventType,
-    Membership,
     MessageType,
     PaginationDirection,
     RoomCreatePreset,
@@ -121,15 +121,19 @@ class MautrixGateway:
         return None
 
     async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> bool:
+        room = RoomID(room_id)
+        await self.bot.ensure_joined(room)  # the cache answers, except after a restart
         try:
-            member = await self.bot.get_state_event(
-                RoomID(room_id), EventType.ROOM_MEMBER, UserID(advisor)
-            )
-            if getattr(member, "membership", None) == Membership.JOIN:
-                return True  # handed back and offered again while still in the room
-        except MNotFound:
-            pass  # never a member
-        await self.bot.invite_user(RoomID(room_id), UserID(advisor))
+            # the invite itself tells us whether they are in the room: no GET of their
+            # membership first. ClientAPI's method, not the intent's, which hides that answer.
+            await ClientAPI.invite_user(self.bot, room, UserID(advisor))
+        except MAlreadyJoined:
+            return True  # handed back and offered again while still in the room
+        except MForbidden as e:
+            # homeservers without MSC3848's error code say it in words (as mautrix checks)
+            if "already in the room" in e.message or "is already joined" in e.message:
+                return True
+            raise
         return False
 
     async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:

@@ -1,0 +1,73 @@
+"""The way from a visitor's form to the advisor's invite, on a real Synapse: as few requests as
+the protocol needs (the homeserver is what a crowd of visitors waits for), and none of the
+answers the requests we dropped used to give is lost."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from urllib.parse import unquote
+
+import aiohttp
+
+from bridge.model import AdvisorMxid, ConversationStatus
+
+
+class RequestLog:
+    """What Switchboard asks the homeserver, in order: method, path template and who asks."""
+
+    def __init__(self, bot: str) -> None:
+        self.bot = bot
+        self.requests: list[str] = []
+
+    def trace_config(self) -> aiohttp.TraceConfig:
+        async def started(
+            session: aiohttp.ClientSession,
+            context: SimpleNamespace,
+            params: aiohttp.TraceRequestStartParams,
+        ) -> None:
+            path = unquote(params.url.raw_path).split("/_matrix/client/", 1)[-1]
+            if "/appservice/" in path:
+                return  # the housekeeping ping, whenever it comes
+            parts = [
+                "{room}" if p.startswith("!") else "{user}" if p.startswith("@") else p
+                for p in path.split("/")[1:]  # without the API version
+            ]
+            if len(parts) > 3 and parts[2] == "send":
+                parts[4:] = ["{txn}"]
+            who = "bot" if params.url.query.get("user_id", self.bot) == self.bot else "puppet"
+            self.requests.append(f"{params.method} /{'/'.join(parts)} ({who})")
+
+        config = aiohttp.TraceConfig()
+        config.on_request_start.append(started)
+        config.freeze()
+        return config
+
+
+async def test_an_advisor_handed_a_visitor_back_while_still_in_the_room_owns_it_again(
+    sqlite_desks, people
+):
+    desk = await sqlite_desks.start()
+    ana = await people.advisor(desk, "ana")
+    vera = await people.visitor(desk)
+    started = await vera.start()
+    room = await ana.wait_for_invite()
+    await ana.join(room)
+    await vera.connect()
+    await vera.wait_status("active", advisor_name="Ana")
+
+    # the desk hands the visitor back (as when Ana's presence goes away) while Ana stays in
+    # the room; she is the only advisor, so she is offered the visitor again: the invite
+    # answers that she is there already, and she owns the chat at once, with no join to wait for
+    conversation_id = started["conversation"]["id"]
+    assert await desk.queue.release(conversation_id, AdvisorMxid(ana.user_id), "Back to you.")
+    conversation = await desk.store.get_conversation(conversation_id)
+    assert conversation.status is ConversationStatus.ACTIVE
+    assert conversation.advisor == ana.user_id
+    transcript = [m.body for m in await desk.conversations.transcript(conversation_id)]
+    assert transcript[-3:] == ["Ana joined the chat.", "Back to you.", "Ana joined the chat."]
+    await vera.wait_status("active", advisor_name="Ana")
+    assert ana.members[room][ana.user_id] == "join"
+    # and an advisor who is not in the room gets a real invite
+    bob = await people.advisor(desk, "bob")
+    assert not await desk.gateway.invite_advisor(room, AdvisorMxid(bob.user_id))
+    assert await bob.wait_for_invite() == room
