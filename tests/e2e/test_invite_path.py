@@ -43,6 +43,36 @@ class RequestLog:
         return config
 
 
+async def test_the_way_to_the_invite_makes_only_the_requests_the_protocol_needs(
+    sqlite_desks, people
+):
+    desk = await sqlite_desks.start()
+    ana = await people.advisor(desk, "ana")
+    vera = await people.visitor(desk)
+    log = RequestLog(desk.config.bot_mxid)
+    assert desk._http is not None
+    desk._http.trace_configs.append(log.trace_config())  # read by aiohttp on every request
+
+    await vera.start(name="Vera <b>Visitor</b>")
+    room = await ana.wait_for_invite()
+    invite = log.requests.index("POST /rooms/{room}/invite (bot)")
+    assert log.requests[: invite + 1] == [
+        "POST /register (puppet)",
+        "PUT /profile/{user}/displayname (puppet)",
+        "POST /createRoom (bot)",
+        "POST /rooms/{room}/join (puppet)",
+        "POST /rooms/{room}/invite (bot)",
+    ]
+    # nothing read back afterwards either: the form and the first message are two sends
+    await ana.join(room)
+    first = await ana.wait_for_message(room, "Hello, I was charged twice.")
+    assert not [r for r in log.requests if r.startswith("GET ")]
+    assert log.requests.count("PUT /rooms/{room}/send/m.room.message/{txn} (bot)") == 1
+    assert log.requests.count("PUT /rooms/{room}/send/m.room.message/{txn} (puppet)") == 1
+    # the puppet is in the room as the visitor, their name as typed
+    assert ana.client.rooms[room].user_name(first.sender) == "Vera <b>Visitor</b> (visitor)"
+
+
 async def test_an_advisor_handed_a_visitor_back_while_still_in_the_room_owns_it_again(
     sqlite_desks, people
 ):
