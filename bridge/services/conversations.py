@@ -140,9 +140,14 @@ class ConversationService:
         except Exception:
             # the visitor stays queued; tick() retries the room once the homeserver is back
             log.warning("could not open a room for %s yet", conversation.id, exc_info=True)
-        await self._queue.dispatch()
         current = await self._store.get_conversation(conversation.id)
         assert current is not None
+        if current.room_id is None:
+            # no room, no offer, but the visitor learns their place in the queue (whoever saves
+            # the room runs the pass: another here would hold up a burst's invites)
+            await self._queue.dispatch()
+            current = await self._store.get_conversation(conversation.id)
+            assert current is not None
         return current, True
 
     async def ensure_room(

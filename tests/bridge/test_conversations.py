@@ -66,6 +66,21 @@ async def test_a_homeserver_failure_keeps_the_visitor_queued_and_tick_repairs(de
     assert [s[2] for s in desk.gateway.of("text")] == ["Hi!"]
 
 
+async def test_a_waiting_visitor_learns_their_place_with_or_without_a_room(desk):
+    first, _ = await desk.conversations.start("s1", FORM)
+    desk.clock.advance(1)  # arrivals one second apart, so queue order is defined
+    desk.gateway.fail_next = ConnectionError("homeserver down")
+    second, _ = await desk.conversations.start("s2", FORM)
+    assert first.room_id and second.room_id is None
+
+    def places(conversation_id):
+        return [
+            e.conversation.queue_position for e in desk.channel.of(conversation_id, StatusEvent)
+        ]
+
+    assert places(first.id) == [1] and places(second.id) == [2]
+
+
 async def test_visitor_messages_are_stored_once_per_client_id_and_relayed_once(desk):
     await desk.conversations.start("s1", FORM)
     m1 = await desk.conversations.visitor_message("s1", "c-1", "  second\r\nline ")
