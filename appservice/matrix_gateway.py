@@ -88,8 +88,11 @@ class MautrixGateway:
             },
         )
         await self.bot.state_store.joined(room_id, bot)
-        await self.puppet(puppet).join_room_by_id(room_id)
         return RoomId(room_id)
+
+    async def puppet_join(self, room_id: RoomId, puppet: PuppetMxid) -> None:
+        # the join event carries the puppet's display name, set by create_puppet before
+        await self.puppet(puppet).join_room_by_id(RoomID(room_id))
 
     async def post_notice(self, room_id: RoomId, text: str, txn_id: str) -> EventId:
         content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)

@@ -102,7 +102,10 @@ class MatrixGateway(Protocol):
         """Register (if needed) the visitor's puppet and set its display name."""
 
     async def create_room(self, puppet: PuppetMxid, name: str, topic: str) -> RoomId:
-        """Create a private conversation room with the bot and the puppet in it."""
+        """Create a private conversation room: the bot in it, the puppet invited."""
+
+    async def puppet_join(self, room_id: RoomId, puppet: PuppetMxid) -> None:
+        """The puppet accepts the room's invite; harmless when it is in the room already."""
 
     async def post_notice(self, room_id: RoomId, text: str, txn_id: str) -> EventId:
         """A notice from the desk's bot in the room."""

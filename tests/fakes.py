@@ -202,6 +202,7 @@ class FakeMatrixGateway:
         self.rooms = 0
         self.fail_next: Exception | None = None
         self.present: set[tuple[RoomId, AdvisorMxid]] = set()
+        self.puppets_in: set[tuple[RoomId, PuppetMxid]] = set()  # joined, not left yet
         self.landed: set[str] = set()  # txn ids of sends that reached the room
         self.lose_answer_next = False
 
@@ -223,6 +224,11 @@ class FakeMatrixGateway:
         self.sent.append(("room", room, puppet, name))
         return room
 
+    async def puppet_join(self, room_id: RoomId, puppet: PuppetMxid) -> None:
+        self._maybe_fail()
+        self.sent.append(("join", room_id, puppet))
+        self.puppets_in.add((room_id, puppet))
+
     async def post_notice(self, room_id: RoomId, text: str, txn_id: str) -> EventId:
         self._maybe_fail()
         self.sent.append(("notice", room_id, text))
@@ -232,6 +238,8 @@ class FakeMatrixGateway:
         self, room_id: RoomId, puppet: PuppetMxid, body: str, txn_id: str
     ) -> EventId:
         self._maybe_fail()
+        if (room_id, puppet) not in self.puppets_in:
+            raise AssertionError(f"{puppet} sends to {room_id} without having joined it")
         self.sent.append(("text", room_id, body))
         self.landed.add(txn_id)
         if self.lose_answer_next:  # it landed, but the answer never came back
@@ -264,6 +272,7 @@ class FakeMatrixGateway:
 
     async def puppet_leave(self, room_id: RoomId, puppet: PuppetMxid) -> None:
         self.sent.append(("leave", room_id, puppet))
+        self.puppets_in.discard((room_id, puppet))
 
     def of(self, kind: str) -> list[tuple]:
         return [s for s in self.sent if s[0] == kind]

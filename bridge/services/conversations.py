@@ -153,7 +153,10 @@ class ConversationService:
     async def ensure_room(
         self, conversation_id: ConversationId, visitor: Visitor | None = None
     ) -> None:
-        """Give the conversation its puppet and room, post the form, deliver what is pending."""
+        """Give the conversation its puppet and room, post the form, deliver what is pending.
+
+        The invite goes out once the room exists (the homeserver is what a burst of visitors
+        waits for); the puppet's join and the form follow, retried until ``announced``."""
         async with self._conversation_locks(conversation_id):
             conversation = await self._store.get_conversation(conversation_id)
             if conversation is None or not conversation.status.is_open:
@@ -170,11 +173,10 @@ class ConversationService:
                 conversation = await self._update(conversation_id, puppet=puppet, room_id=room_id)
                 if not conversation.status.is_open:
                     return  # ended while the room was made: tick() closes the room
-                # invite first: the advisor's client gets the room while we post the form's
-                # answers and the first message (history is shared: they see them on joining)
                 await self._queue.dispatch()
             if not conversation.announced:
-                assert conversation.room_id is not None
+                assert conversation.room_id is not None and conversation.puppet is not None
+                await self._gateway.puppet_join(conversation.room_id, conversation.puppet)
                 visitor = visitor or await self._store.get_visitor(conversation.visitor_id)
                 assert visitor is not None
                 await self._gateway.post_notice(
@@ -440,6 +442,9 @@ class ConversationService:
                 or conversation.puppet is None
             ):
                 return
+            if not conversation.announced:
+                # ended before the puppet joined: it joins to deliver what is pending, then leaves
+                await self._gateway.puppet_join(conversation.room_id, conversation.puppet)
             await self._deliver_pending(conversation)
             notes = [
                 m for m in await self._store.messages(conversation.id) if m.sender is Sender.SYSTEM

@@ -16,11 +16,20 @@ async def test_start_creates_puppet_room_posts_form_and_first_message(desk):
     conversation, created = await desk.conversations.start("s1", FORM)
     assert created and conversation.room_id
     kinds = [s[0] for s in desk.gateway.sent]
-    assert kinds == ["puppet", "room", "notice", "text"]
+    assert kinds == ["puppet", "room", "join", "notice", "text"]
     assert desk.gateway.of("puppet")[0][2] == "Vera (visitor)"
     notice = desk.gateway.of("notice")[0][2]
     assert "Vera" in notice and "vera@example.org" in notice and "Billing" in notice
     assert desk.gateway.of("text")[0][2] == "Hi!"
+
+
+async def test_the_advisor_is_invited_as_soon_as_the_room_exists(desk):
+    # the homeserver is what a burst of visitors waits for: nothing else goes before the invite
+    await desk.advisor(A)
+    conversation, _ = await desk.conversations.start("s1", FORM)
+    kinds = [s[0] for s in desk.gateway.sent]
+    assert kinds == ["puppet", "room", "invite", "join", "notice", "text"]
+    assert desk.gateway.of("invite") == [("invite", conversation.room_id, A)]
 
 
 async def test_starting_twice_opens_one_conversation(desk):
