@@ -13,8 +13,11 @@ the ``ClientSession`` mautrix uses, ``Switchboard._http``; retries count), the t
 homeserver pushes to Switchboard, and the room's events as the advisor sees them afterwards
 (``GET /rooms/{room}/messages`` from the start). The minimum is worked out by hand below
 (``MINIMUM_REQUESTS``, ``MINIMUM_EVENTS``), one line per request or event with the reason it is
-needed. Switchboard runs in this process here (the counter needs its session); no timing is
-measured.
+needed. The requests up to the advisor's invite are also listed in the order they were made,
+against the fewest that must come first (``MINIMUM_BEFORE_INVITE``): in a burst of visitors
+the homeserver is the bottleneck, and each of them delays the invite. The homeserver ping
+Switchboard makes on a timer is left out (it is not per conversation). Switchboard runs in
+this process here (the counter needs its session); no timing is measured.
 
     .venv/bin/python -m bench.requests_per_conversation [--messages 10]
 """
@@ -117,6 +120,23 @@ MINIMUM_EVENTS: list[tuple[str, str, str]] = [
 ]
 
 
+# The fewest of those requests that must come before the advisor's client can see the invite,
+# in order. The advisor is chosen once the room exists (a routing pass offers visitors who
+# have one), so the invite is a request of its own after createRoom.
+MINIMUM_BEFORE_INVITE: list[tuple[str, str]] = [
+    ("POST /register (puppet)", "the puppet is invited to the room, so it must exist"),
+    (
+        "PUT /profile/{user}/displayname (puppet)",
+        "before createRoom: the puppet's invite event shows its name",
+    ),
+    ("POST /createRoom (bot)", "the room, the puppet invited"),
+    ("POST /rooms/{room}/invite (bot)", "the offer"),
+]
+INVITE = MINIMUM_BEFORE_INVITE[-1][0]
+
+# Requests Switchboard makes on a timer whatever the conversations do; left out of the counts.
+HOUSEKEEPING = {"ping": "the homeserver ping every 5 s (resets its push back-off)"}
+
 # What the extras are, where it is not obvious from the label.
 EXTRA_NOTES = {
     "m.room.name": "not needed: createRoom's name ('<name> (visitor)'); clients would name the "
@@ -131,6 +151,8 @@ class RequestCounter:
     def __init__(self, bot_mxid: str) -> None:
         self.bot_mxid = bot_mxid
         self.counts: Counter[str] = Counter()
+        self.order: list[str] = []  # every counted request's label, as made
+        self.housekeeping = 0
         # label -> which line of Switchboard's own code made those requests, how often
         self.origins: dict[str, Counter[str]] = {}
         self.enabled = False
@@ -145,7 +167,11 @@ class RequestCounter:
         ) -> None:
             if self.enabled:
                 label = self.label(params.method, params.url)
+                if label.startswith("POST /appservice/") and "/ping " in label:
+                    self.housekeeping += 1
+                    return
                 self.counts[label] += 1
+                self.order.append(label)
                 self.origins.setdefault(label, Counter())[caller()] += 1
 
         config.on_request_start.append(on_request_start)
@@ -230,7 +256,7 @@ async def settle(counter: RequestCounter, switchboard: Switchboard, quiet: float
     last = (-1, -1)
     stable_since = time.perf_counter()
     while time.perf_counter() - stable_since < quiet:
-        now = (sum(counter.counts.values()), switchboard.endpoint.transactions_handled)
+        now = (len(counter.order), switchboard.endpoint.transactions_handled)
         if now != last:
             last, stable_since = now, time.perf_counter()
         await asyncio.sleep(0.1)
@@ -316,6 +342,26 @@ async def bench(args: argparse.Namespace, lab: Lab) -> None:
     )
     print("Requests Switchboard made to the homeserver:\n")
     print(table(["request (as)", "Switchboard", "minimum", "extra", "why"], request_rows))
+    if counter.housekeeping:
+        print(
+            f"(and {counter.housekeeping} × POST /appservice/{{id}}/ping, not counted: "
+            f"{HOUSEKEEPING['ping']})"
+        )
+    before_invite = counter.order[: counter.order.index(INVITE) + 1]
+    print("\nRequests up to the advisor's invite, in order:\n")
+    print(
+        table(
+            ["#", "Switchboard", "minimum", "why"],
+            [
+                [
+                    i + 1,
+                    before_invite[i] if i < len(before_invite) else "",
+                    *(MINIMUM_BEFORE_INVITE[i] if i < len(MINIMUM_BEFORE_INVITE) else ("", "")),
+                ]
+                for i in range(max(len(before_invite), len(MINIMUM_BEFORE_INVITE)))
+            ],
+        )
+    )
     event_rows, event_count, events_min = breakdown(seen, MINIMUM_EVENTS, {})
     print("\nEvents in the room, as the advisor's client sees them:\n")
     print(table(["event (sender/target)", "Switchboard", "minimum", "extra", "why"], event_rows))
@@ -329,6 +375,12 @@ async def bench(args: argparse.Namespace, lab: Lab) -> None:
                     requests,
                     requests_min,
                     f"{ratio(requests, requests_min):.2f}",
+                ],
+                [
+                    "requests before the invite",
+                    len(before_invite),
+                    len(MINIMUM_BEFORE_INVITE),
+                    f"{ratio(len(before_invite), len(MINIMUM_BEFORE_INVITE)):.2f}",
                 ],
                 ["room events", event_count, events_min, f"{ratio(event_count, events_min):.2f}"],
                 ["transactions pushed to Switchboard", transactions, "n/a", ""],
