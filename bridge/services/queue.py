@@ -240,6 +240,11 @@ class QueueService:
                 and conversation.advisor != advisor
             ):
                 return False  # offered to somebody else meanwhile
+            stored_advisor = await self._store.get_advisor(advisor)
+            if stored_advisor is None:
+                return False  # a guest (someone in the room invited them): owns nothing
+            # a waiting visitor is taken by any advisor who joins on purpose, away or at
+            # capacity: those decide whom the desk offers visitors to, not who may help
             active = dataclasses.replace(
                 conversation,
                 status=ConversationStatus.ACTIVE,
@@ -247,8 +252,7 @@ class QueueService:
                 invite_deadline=None,
                 skipped=(),
             )
-            stored_advisor = await self._store.get_advisor(advisor)
-            name = stored_advisor.name if stored_advisor else advisor
+            name = stored_advisor.name
             async with self._store.transaction():
                 await self._store.save_conversation(active)
                 note, _ = await self._store.add_message(

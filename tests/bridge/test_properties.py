@@ -472,8 +472,11 @@ class DeskMachine(RuleBasedStateMachine):
         rooms = self.with_room()
         before = rooms[pick % len(rooms)]
         assert before.room_id is not None
+        an_advisor = mxid in self.store.advisors_
         self.run(self._joins(before.room_id, mxid))
         now = self.store.conversations[before.id]
+        if not an_advisor:  # a guest never takes a visitor, whatever the room's state
+            assert now.advisor != mxid or now == before, now
         if before.status is ConversationStatus.INVITING and before.advisor != mxid:
             assert (now.status, now.advisor) == (before.status, before.advisor)
         if before.status is ConversationStatus.ACTIVE:

@@ -227,3 +227,26 @@ async def test_a_wall_clock_step_never_drops_a_queued_visitor(desk):
     desk.clock.jump(86_400)
     await desk.conversations.tick()
     assert (await desk.conv(cid)).status is ConversationStatus.WAITING
+
+
+async def test_a_guest_who_joins_a_waiting_visitors_room_does_not_take_the_visitor(desk):
+    guest = AdvisorMxid("@zed:hs")  # invited by someone in the room, never made an advisor
+    await desk.advisor(A, available=False)
+    cid = await desk.visitor("s1")
+    await desk.conversations.advisor_joined((await desk.conv(cid)).room_id, guest)
+    conv = await desk.conv(cid)
+    assert conv.status is ConversationStatus.WAITING and conv.advisor is None
+    shown = desk.channel.of(cid, StatusEvent)[-1].conversation
+    assert (shown.status, shown.queue_position) == ("waiting", 1)
+    await desk.advisors.set_available(A, True)  # the visitor still goes to a real advisor
+    assert (await desk.conv(cid)).advisor == A
+
+
+async def test_an_advisor_who_joins_a_waiting_visitors_room_takes_them_even_when_away(desk):
+    # availability and capacity decide whom the desk offers visitors to; an advisor who
+    # walks into a waiting visitor's room on purpose is not sent away while the visitor waits
+    await desk.advisor(A, available=False)
+    cid = await desk.visitor("s1")
+    await desk.conversations.advisor_joined((await desk.conv(cid)).room_id, A)
+    conv = await desk.conv(cid)
+    assert conv.status is ConversationStatus.ACTIVE and conv.advisor == A
