@@ -49,7 +49,8 @@ class QueueService:
         self._clock = clock
         self._settings = settings
         self._lock = asyncio.Lock()
-        self._last_positions: dict[str, int] = {}
+        # what this process last showed each open conversation's pages: (status, place)
+        self._shown: dict[ConversationId, tuple[ConversationStatus, int | None]] = {}
 
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
@@ -95,37 +96,53 @@ class QueueService:
             if offers and ring.last:
                 # the cursor only spreads work fairly; losing it in a crash harms nobody
                 await self._store.set_setting(CURSOR_KEY, ring.last)
-            remaining = await self._store.open_conversations()
+            for offer in offers:
+                await self._show(offer)
+            await self._publish_places()
         # one pass may offer many visitors: the invites go out together, not one by one
-        await asyncio.gather(*(self._send_offer(offer) for offer in offers))
-        await self._publish_positions(remaining)
+        requeued = await asyncio.gather(*(self._send_offer(offer) for offer in offers))
+        if any(requeued):
+            async with self.exclusive():
+                await self._publish_places()
 
-    async def _send_offer(self, offer: Conversation) -> None:
+    async def _send_offer(self, offer: Conversation) -> bool:
+        """Invite the advisor. True if the invite failed and the visitor waits again."""
         assert offer.room_id is not None and offer.advisor is not None
         log.info("offering conversation %s to %s", offer.id, offer.advisor)
-        await self._presenter.status(offer)
         try:
             present = await self._gateway.invite_advisor(offer.room_id, offer.advisor)
         except Exception:
             log.warning("inviting %s to %s failed", offer.advisor, offer.room_id, exc_info=True)
-            await self.skip(offer.id, offer.advisor, dispatch=False)
-            return
+            return await self.skip(offer.id, offer.advisor, dispatch=False)
         if present:  # no join will come: they are there already
             await self.accept(offer.id, offer.advisor)
+        return False
 
-    async def _publish_positions(self, conversations: list[Conversation]) -> None:
+    async def _show(
+        self, conversation: Conversation, positions: dict[str, int] | None = None
+    ) -> None:
+        """Push the conversation's status to its pages. Only under :meth:`exclusive`, with the
+        conversation as stored: pages then see statuses in the order they were stored, and
+        never one that changed before it was shown."""
+        await self._presenter.status(conversation, positions)
+        place = positions.get(conversation.id) if positions is not None else None
+        self._shown[conversation.id] = (conversation.status, place)
+
+    async def _publish_places(self) -> None:
+        """Show every waiting visitor their place, read now, where it is not what their pages
+        show last. Only under :meth:`exclusive` (see :meth:`_show`)."""
+        conversations = await self._store.open_conversations()
         positions = queue_positions(conversations)
         for conversation in conversations:
-            position = positions.get(conversation.id)
-            if position is None:
-                self._last_positions.pop(conversation.id, None)
-                continue
-            if self._last_positions.get(conversation.id) != position:
-                self._last_positions[conversation.id] = position
-                await self._presenter.status(conversation, positions)
+            place = positions.get(conversation.id)
+            if place is not None and self._shown.get(conversation.id) != (
+                ConversationStatus.WAITING,
+                place,
+            ):
+                await self._show(conversation, positions)
         open_ids = {c.id for c in conversations}
-        for stale in [k for k in self._last_positions if k not in open_ids]:
-            del self._last_positions[stale]
+        for gone in [k for k in self._shown if k not in open_ids]:
+            del self._shown[gone]
 
     async def skip(
         self,
@@ -158,7 +175,6 @@ class QueueService:
                 await self._gateway.revoke_invite(requeued.room_id, advisor, reason)
             except Exception:
                 log.warning("withdrawing the invite of %s failed", advisor, exc_info=True)
-        self._last_positions.pop(conversation_id, None)
         if dispatch:
             await self.dispatch()
         return True
@@ -258,8 +274,8 @@ class QueueService:
                 note, _ = await self._store.add_message(
                     system_message(active.id, f"{name} joined the chat.", self._clock.now())
                 )
-        await self._presenter.message(note)
-        await self._presenter.status(active)
+            await self._presenter.message(note)
+            await self._show(active)
         await self.dispatch()  # the queue moved: positions change
         return True
 
@@ -316,9 +332,9 @@ class QueueService:
                 message, _ = await self._store.add_message(
                     system_message(ended.id, note, self._clock.now())
                 )
+            await self._presenter.message(message)
+            await self._show(ended)
         log.info("conversation %s ended by %s", conversation_id, by.value)
-        await self._presenter.message(message)
-        await self._presenter.status(ended)
         if (
             conversation.status is ConversationStatus.INVITING
             and conversation.room_id

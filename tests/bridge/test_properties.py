@@ -81,7 +81,6 @@ MATRIX_SIDE = (
 # check) so it keeps looking for others. When a fix makes its test pass, remove the xfail mark
 # and the entry here, and the machine checks that rule again.
 KNOWN_BUGS: set[str] = {
-    "status published after it changed",  # test_a_visitor_who_ended_is_not_shown_a_queue_...
     "failed withdrawal is never retried",  # test_an_invite_is_withdrawn_once_the_homeserver_...
 }
 
@@ -310,7 +309,6 @@ class DeskMachine(RuleBasedStateMachine):
         )
         self.queue.observer = self._after_dispatch
         self.concurrent = False  # two use cases in flight: the routing checks do not apply
-        self.published_concurrently: list[range] = []  # indexes into channel.events
         self.conversations = ConversationService(
             store,
             gateway,
@@ -602,12 +600,10 @@ class DeskMachine(RuleBasedStateMachine):
         existing = set(self.store.conversations)
         failures = self.gateway.failures
         self.concurrent = True
-        published = len(self.channel.events)
         try:
             outcomes = self.run(self._together(coros))
         finally:
             self.concurrent = False
-            self.published_concurrently.append(range(published, len(self.channel.events)))
         for outcome in outcomes:
             if isinstance(outcome, Unavailable):
                 assert self.gateway.failures > failures, outcome
@@ -730,18 +726,9 @@ class DeskMachine(RuleBasedStateMachine):
         assert sorted(positions.values()) == list(range(1, len(positions) + 1))
         for c in self.store.conversations.values():
             # what the visitor's page shows last is where the conversation stands
-            shown = [
-                (i, e)
-                for i, (cid, e) in enumerate(self.channel.events)
-                if cid == c.id and isinstance(e, StatusEvent)
-            ]
+            shown = self.channel.of(c.id, StatusEvent)
             assert shown, f"{c.id} never told its status"
-            index, last = shown[-1]
-            if "status published after it changed" in KNOWN_BUGS and any(
-                index in r for r in self.published_concurrently
-            ):
-                continue
-            view = last.conversation
+            view = shown[-1].conversation
             assert (view.status, view.queue_position) == (c.status.value, positions.get(c.id)), (
                 c,
                 view,
@@ -1005,19 +992,6 @@ class HeldInvites(FakeMatrixGateway):
         return await super().invite_advisor(room_id, advisor)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bridge/services/queue.py:98-101 dispatch() reads `remaining` under the lock, then "
-        "sends the invites and only then publishes queue positions from that snapshot. "
-        "Input: an advisor says !available (a pass offers visitor A, the invite is in flight) "
-        "while visitor B, waiting behind A, ends the chat. Happens: after B's 'ended' status, "
-        "B's page is sent 'waiting, position 1', the last status it ever gets. Same with a "
-        "visitor accepted or offered meanwhile: the page shows a stale place in the queue. "
-        "Should: positions are published from the state at publishing time (re-read, or "
-        "under the lock), never for a conversation that changed status since."
-    ),
-)
 async def test_a_visitor_who_ended_is_not_shown_a_queue_place_afterwards():
     desk = make_desk(HeldInvites())
     await desk.visitor("s1")
