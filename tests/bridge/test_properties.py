@@ -100,7 +100,9 @@ class FlakyGateway(FakeMatrixGateway):
     """The fake homeserver, able to fail a later call than the next one (``fail_next`` fails
     only the next), and failing withdrawals and leaves too; a withdrawal is a kick, so the
     advisor is no longer in the room. ``failures`` counts the outages that fired (lost answers
-    included), so a check can tell whether one happened during a use case. Offering a visitor
+    included), so a check can tell whether one happened during a use case. ``withdrawals_to_fail``
+    fails that many withdrawals, whatever comes between (an outage that hits kicks only would
+    otherwise be rare). Offering a visitor
     to an advisor who is in the room already sends no invite, as the real gateway does: it is
     noted as ``member``, not ``invite``."""
 
@@ -108,6 +110,7 @@ class FlakyGateway(FakeMatrixGateway):
         super().__init__()
         self.calls_before_failure: int | None = None
         self.failures = 0
+        self.withdrawals_to_fail = 0
 
     def _maybe_fail(self) -> None:
         if self.calls_before_failure is not None:
@@ -132,6 +135,7 @@ class FlakyGateway(FakeMatrixGateway):
         return (
             self.fail_next is not None
             or self.calls_before_failure is not None
+            or self.withdrawals_to_fail > 0
             or self.lose_answer_next
         )
 
@@ -143,6 +147,10 @@ class FlakyGateway(FakeMatrixGateway):
         return await super().send_visitor_text(room_id, puppet, body, txn_id)
 
     async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
+        if self.withdrawals_to_fail > 0:
+            self.withdrawals_to_fail -= 1
+            self.failures += 1
+            raise Outage("the homeserver fails withdrawals")
         self._maybe_fail()
         await super().revoke_invite(room_id, advisor, reason)
         self.present.discard((room_id, advisor))
@@ -477,6 +485,22 @@ class DeskMachine(RuleBasedStateMachine):
         if before.status is ConversationStatus.ACTIVE:
             assert (now.status, now.advisor) == (before.status, before.advisor)
 
+    def withdrawals_pending(self) -> list[tuple[Conversation, AdvisorMxid]]:
+        return [(c, mxid) for c in self.with_room() for mxid in c.invites_to_withdraw]
+
+    @precondition(lambda self: self.withdrawals_pending())
+    @rule(pick=st.integers(0, 50))
+    def advisor_joins_on_an_invite_not_withdrawn_yet(self, pick: int) -> None:
+        """The homeserver failed to withdraw an invite, and the advisor accepts it."""
+        pending = self.withdrawals_pending()
+        before, mxid = pending[pick % len(pending)]
+        assert before.room_id is not None
+        self.run(self._joins(before.room_id, mxid))
+        now = self.store.conversations[before.id]
+        # they take nothing, whatever became of the conversation (ended, offered to someone
+        # else, waiting, with a colleague)
+        assert (now.status, now.advisor) == (before.status, before.advisor), now
+
     @precondition(lambda self: self.with_room())
     @rule(mxid=st.sampled_from(ADVISORS + (COLLEAGUE,)), pick=st.integers(0, 50))
     def someone_leaves_a_room(self, mxid: AdvisorMxid, pick: int) -> None:
@@ -668,9 +692,14 @@ class DeskMachine(RuleBasedStateMachine):
         else:
             self.gateway.calls_before_failure = calls_before
 
+    @rule(count=st.integers(1, 3))
+    def homeserver_will_fail_withdrawals(self, count: int) -> None:
+        self.gateway.withdrawals_to_fail = count
+
     @rule()
     def homeserver_recovers(self) -> None:
         self.gateway.fail_next = self.gateway.calls_before_failure = None
+        self.gateway.withdrawals_to_fail = 0
         self.gateway.lose_answer_next = False
         self.run(self.conversations.tick())
         self._check_settled()
@@ -1138,3 +1167,17 @@ async def test_an_invite_on_its_way_when_the_chat_ends_is_withdrawn_after_it_lan
     desk.gateway.proceed.set()
     await asyncio.wait_for(asyncio.gather(on_duty, ending), 5)
     assert invites_of(desk, room, ana) == ["invite", "revoke"]
+
+
+async def test_a_chat_that_ends_before_its_invite_is_sent_gets_no_invite():
+    desk = make_desk(FakeMatrixGateway())
+    ana = ADVISORS[0]
+    await desk.advisors.add(ana)
+    cid = await desk.visitor("s1")  # nobody on duty yet: waits
+    room = (await desk.conv(cid)).room_id
+    # the routing pass offers the visitor; the end runs between the offer and its invite
+    await asyncio.gather(
+        desk.advisors.set_available(ana, True), desk.conversations.visitor_end("s1")
+    )
+    assert (await desk.conv(cid)).status is ConversationStatus.ENDED
+    assert invites_of(desk, room, ana)[-1:] == ["revoke"]
