@@ -98,6 +98,16 @@ class Conversation:
     ended_by: Sender | None = None
     announced: bool = False  # the form's answers are posted in the room
     room_closed: bool = False  # ended, and the Matrix side of the end is done
+    # advisors the desk invited whose invite is neither taken (joined) nor withdrawn yet
+    invited: tuple[AdvisorMxid, ...] = ()
+
+    @property
+    def invites_to_withdraw(self) -> tuple[AdvisorMxid, ...]:
+        """The desk's invites other than the current offer: each is withdrawn, retried until
+        the homeserver has done it, so nobody keeps an invite to a chat that is not theirs."""
+        if self.status is ConversationStatus.INVITING:
+            return tuple(a for a in self.invited if a != self.advisor)
+        return self.invited
 
 
 @dataclass(frozen=True)

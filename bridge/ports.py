@@ -61,6 +61,10 @@ class Store(Protocol):
     async def rooms_to_close(self) -> list[Conversation]:
         """Ended conversations whose Matrix room is not closed yet."""
 
+    async def invites_to_withdraw(self) -> list[Conversation]:
+        """Conversations, open or ended, with an invite to withdraw (see
+        :attr:`Conversation.invites_to_withdraw`)."""
+
     # messages
     async def add_message(self, message: Message) -> tuple[Message, bool]:
         """Append with the next ``seq`` of its conversation (``message.seq`` is ignored).

@@ -126,6 +126,9 @@ class MemoryStore:
             if not c.status.is_open and c.room_id is not None and not c.room_closed
         ]
 
+    async def invites_to_withdraw(self) -> list[Conversation]:
+        return [c for c in self.conversations.values() if c.invites_to_withdraw]
+
     async def open_conversations(self) -> list[Conversation]:
         return sorted(
             (c for c in self.conversations.values() if c.status.is_open),

@@ -40,7 +40,7 @@ Row = Any  # sqlite3.Row or asyncpg.Record: both are read by column name
 VISITOR_COLUMNS = "id, name, email, created_at"
 CONVERSATION_COLUMNS = (
     "id, visitor_id, topic, status, created_at, queued_at, puppet, room_id, advisor, "
-    "invite_deadline, skipped, read_up_to, ended_at, ended_by, announced, room_closed"
+    "invite_deadline, skipped, read_up_to, ended_at, ended_by, announced, room_closed, invited"
 )
 MESSAGE_COLUMNS = (
     "id, conversation_id, seq, sender, author, body, ts, client_id, event_id, txn_id, delivered"
@@ -80,6 +80,7 @@ def _conversation_from_row(row: Row) -> Conversation:
         ended_by=Sender(row["ended_by"]) if row["ended_by"] is not None else None,
         announced=bool(row["announced"]),
         room_closed=bool(row["room_closed"]),
+        invited=tuple(AdvisorMxid(m) for m in json.loads(row["invited"])),
     )
 
 
@@ -101,6 +102,7 @@ def _conversation_params(c: Conversation) -> tuple[Any, ...]:
         c.ended_by.value if c.ended_by is not None else None,
         c.announced,
         c.room_closed,
+        json.dumps(list(c.invited)),
     )
 
 
@@ -230,7 +232,7 @@ class SqlStore:
         """
         row = await self.db.fetchrow(
             f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
-            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 "
+            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 "
             "WHERE NOT EXISTS (SELECT 1 FROM conversations "
             "                  WHERE visitor_id = $2 AND status <> 'ended') "
             "ON CONFLICT (visitor_id) WHERE status <> 'ended' DO NOTHING "
@@ -246,7 +248,7 @@ class SqlStore:
         )
         await self.db.execute(
             f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
             f"ON CONFLICT (id) DO UPDATE SET {updates}",
             *_conversation_params(conversation),
         )
@@ -279,6 +281,19 @@ class SqlStore:
             "WHERE status = 'ended' AND room_id IS NOT NULL AND NOT room_closed"
         )
         return [_conversation_from_row(row) for row in rows]
+
+    async def invites_to_withdraw(self) -> list[Conversation]:
+        """Conversations, open or ended, with an invite to withdraw.
+
+        The partial index ``ix_conversations_invited`` holds only conversations with a desk
+        invite outstanding (those offered now, and the few with a withdrawal pending), so
+        housekeeping does not read the whole history each tick.
+        """
+        rows = await self.db.fetch(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE invited <> '[]'"
+        )
+        found = [_conversation_from_row(row) for row in rows]
+        return [c for c in found if c.invites_to_withdraw]
 
     async def open_conversations(self) -> list[Conversation]:
         """Every conversation not ended, oldest first (ties broken by id)."""

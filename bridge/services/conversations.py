@@ -332,9 +332,10 @@ class ConversationService:
         conversation = await self._store.conversation_by_room(room_id)
         if conversation is None:
             return
-        # an advisor whose offer was withdrawn cannot join (the withdrawal removed them); anyone
-        # else an advisor invited (a colleague) is welcome and owns nothing
-        await self._queue.accept(conversation.id, advisor)
+        # anyone else an advisor invited (a colleague) is welcome and owns nothing; one who
+        # joined on an invite the desk took back (its withdrawal failed so far) is removed
+        if not await self._queue.accept(conversation.id, advisor):
+            await self._queue.withdraw_invites(conversation.id)
 
     async def advisor_left(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
         """Leaving while invited declines the offer; leaving an active chat hands it back."""
@@ -462,7 +463,7 @@ class ConversationService:
 
     async def tick(self) -> None:
         """Repair and time-driven work: expired offers, rooms not yet made, undelivered text,
-        visitors who left before anyone answered."""
+        visitors who left before anyone answered, rooms and invites not closed yet."""
         snapshot = await self._store.open_conversations()  # read once per tick: it is the cost
         expired = await self._queue.expire_offers(snapshot)
         if self._clock.monotonic() >= self._next_sweep:
@@ -477,6 +478,7 @@ class ConversationService:
                 log.warning("retrying %s failed again", conversation.id, exc_info=True)
         for ended in await self._store.rooms_to_close():
             await self._close_room_soon(ended.id)
+        await self._queue.retry_withdrawals()
         if repairs or expired:
             snapshot = await self._store.open_conversations()
         if await self._queue.could_offer(snapshot):

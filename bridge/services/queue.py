@@ -9,6 +9,7 @@ import uuid
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
+from ..locks import KeyedLock
 from ..model import (
     AdvisorMxid,
     Conversation,
@@ -26,13 +27,16 @@ from .presenter import Presenter
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "routing.last_assigned"
+WITHDRAWN = "This chat is no longer offered to you."
 
 
 class QueueService:
     """Owns every change of a conversation's status.
 
     Decisions are taken under one lock and written to the store before anything is sent to
-    Matrix, so a crash between the two leaves a state that :meth:`tick` repairs.
+    Matrix, so a crash between the two leaves a state that housekeeping repairs: an offer
+    that runs out is skipped, and an invite that is no longer an offer (``invited``) is
+    withdrawn until the homeserver has done it.
     """
 
     def __init__(
@@ -49,7 +53,11 @@ class QueueService:
         self._clock = clock
         self._settings = settings
         self._lock = asyncio.Lock()
-        self._last_positions: dict[str, int] = {}
+        # what this process last showed each open conversation's pages: (status, place)
+        self._shown: dict[ConversationId, tuple[ConversationStatus, int | None]] = {}
+        # one invite or withdrawal at a time per (conversation, advisor): a withdrawal sent
+        # after a newer invite of the same advisor would cancel that one
+        self._invite_locks = KeyedLock()
 
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
@@ -89,43 +97,73 @@ class QueueService:
                     advisor=advisor,
                     invite_deadline=now + self._settings.invite_timeout,
                     skipped=skipped,
+                    invited=_with(conversation.invited, advisor),
                 )
                 await self._store.save_conversation(offer)
                 offers.append(offer)
             if offers and ring.last:
                 # the cursor only spreads work fairly; losing it in a crash harms nobody
                 await self._store.set_setting(CURSOR_KEY, ring.last)
-            remaining = await self._store.open_conversations()
+            for offer in offers:
+                await self._show(offer)
+            await self._publish_places()
         # one pass may offer many visitors: the invites go out together, not one by one
-        await asyncio.gather(*(self._send_offer(offer) for offer in offers))
-        await self._publish_positions(remaining)
+        requeued = await asyncio.gather(*(self._send_offer(offer) for offer in offers))
+        if any(requeued):
+            async with self.exclusive():
+                await self._publish_places()
 
-    async def _send_offer(self, offer: Conversation) -> None:
+    async def _send_offer(self, offer: Conversation) -> bool:
+        """Invite the advisor. True if the invite failed and the visitor waits again."""
         assert offer.room_id is not None and offer.advisor is not None
-        log.info("offering conversation %s to %s", offer.id, offer.advisor)
-        await self._presenter.status(offer)
-        try:
-            present = await self._gateway.invite_advisor(offer.room_id, offer.advisor)
-        except Exception:
-            log.warning("inviting %s to %s failed", offer.advisor, offer.room_id, exc_info=True)
-            await self.skip(offer.id, offer.advisor, dispatch=False)
-            return
+        async with self._invite_locks((offer.id, offer.advisor)):
+            current = await self._store.get_conversation(offer.id)
+            if (
+                current is None
+                or current.status is not ConversationStatus.INVITING
+                or current.advisor != offer.advisor
+            ):
+                return False  # ended or moved on meanwhile: an invite now would dangle
+            log.info("offering conversation %s to %s", offer.id, offer.advisor)
+            present: bool | None  # None: the invite failed
+            try:
+                present = await self._gateway.invite_advisor(offer.room_id, offer.advisor)
+            except Exception:
+                log.warning(
+                    "inviting %s to %s failed", offer.advisor, offer.room_id, exc_info=True
+                )
+                present = None
+        if present is None:
+            return await self.skip(offer.id, offer.advisor, dispatch=False)
         if present:  # no join will come: they are there already
             await self.accept(offer.id, offer.advisor)
+        return False
 
-    async def _publish_positions(self, conversations: list[Conversation]) -> None:
+    async def _show(
+        self, conversation: Conversation, positions: dict[str, int] | None = None
+    ) -> None:
+        """Push the conversation's status to its pages. Only under :meth:`exclusive`, with the
+        conversation as stored: pages then see statuses in the order they were stored, and
+        never one that changed before it was shown."""
+        await self._presenter.status(conversation, positions)
+        place = positions.get(conversation.id) if positions is not None else None
+        self._shown[conversation.id] = (conversation.status, place)
+
+    async def _publish_places(self) -> None:
+        """Show every waiting visitor their place, read now, where it is not what their pages
+        show last. Only under :meth:`exclusive` (see :meth:`_show`)."""
+        conversations = await self._store.open_conversations()
         positions = queue_positions(conversations)
         for conversation in conversations:
-            position = positions.get(conversation.id)
-            if position is None:
-                self._last_positions.pop(conversation.id, None)
-                continue
-            if self._last_positions.get(conversation.id) != position:
-                self._last_positions[conversation.id] = position
-                await self._presenter.status(conversation, positions)
+            place = positions.get(conversation.id)
+            if place is not None and self._shown.get(conversation.id) != (
+                ConversationStatus.WAITING,
+                place,
+            ):
+                await self._show(conversation, positions)
         open_ids = {c.id for c in conversations}
-        for stale in [k for k in self._last_positions if k not in open_ids]:
-            del self._last_positions[stale]
+        for gone in [k for k in self._shown if k not in open_ids]:
+            del self._shown[gone]
 
     async def skip(
         self,
@@ -149,16 +187,13 @@ class QueueService:
                 status=ConversationStatus.WAITING,
                 advisor=None,
                 invite_deadline=None,
-                skipped=tuple(dict.fromkeys(conversation.skipped + (advisor,))),
+                skipped=_with(conversation.skipped, advisor),
+                # listed already, unless offered before invites were tracked
+                invited=_with(conversation.invited, advisor),
             )
             await self._store.save_conversation(requeued)
         log.info("advisor %s skipped for conversation %s", advisor, conversation_id)
-        if requeued.room_id:
-            try:
-                await self._gateway.revoke_invite(requeued.room_id, advisor, reason)
-            except Exception:
-                log.warning("withdrawing the invite of %s failed", advisor, exc_info=True)
-        self._last_positions.pop(conversation_id, None)
+        await self.withdraw_invites(conversation_id, reason)
         if dispatch:
             await self.dispatch()
         return True
@@ -240,22 +275,29 @@ class QueueService:
                 and conversation.advisor != advisor
             ):
                 return False  # offered to somebody else meanwhile
+            if advisor in conversation.invites_to_withdraw:
+                return False  # joined on an invite taken back: the withdrawal removes them
+            stored_advisor = await self._store.get_advisor(advisor)
+            if stored_advisor is None:
+                return False  # a guest (someone in the room invited them): owns nothing
+            # a waiting visitor is taken by any advisor who joins on purpose, away or at
+            # capacity: those decide whom the desk offers visitors to, not who may help
             active = dataclasses.replace(
                 conversation,
                 status=ConversationStatus.ACTIVE,
                 advisor=advisor,
                 invite_deadline=None,
                 skipped=(),
+                invited=tuple(a for a in conversation.invited if a != advisor),  # taken
             )
-            stored_advisor = await self._store.get_advisor(advisor)
-            name = stored_advisor.name if stored_advisor else advisor
+            name = stored_advisor.name
             async with self._store.transaction():
                 await self._store.save_conversation(active)
                 note, _ = await self._store.add_message(
                     system_message(active.id, f"{name} joined the chat.", self._clock.now())
                 )
-        await self._presenter.message(note)
-        await self._presenter.status(active)
+            await self._presenter.message(note)
+            await self._show(active)
         await self.dispatch()  # the queue moved: positions change
         return True
 
@@ -300,34 +342,74 @@ class QueueService:
                 raise LookupError(conversation_id)
             if not conversation.status.is_open:
                 return conversation
+            invited = conversation.invited
+            if conversation.status is ConversationStatus.INVITING and conversation.advisor:
+                invited = _with(invited, conversation.advisor)  # the offer is withdrawn
             ended = dataclasses.replace(
                 conversation,
                 status=ConversationStatus.ENDED,
                 invite_deadline=None,
                 ended_at=self._clock.now(),
                 ended_by=by,
+                invited=invited,
             )
             async with self._store.transaction():
                 await self._store.save_conversation(ended)
                 message, _ = await self._store.add_message(
                     system_message(ended.id, note, self._clock.now())
                 )
+            await self._presenter.message(message)
+            await self._show(ended)
         log.info("conversation %s ended by %s", conversation_id, by.value)
-        await self._presenter.message(message)
-        await self._presenter.status(ended)
-        if (
-            conversation.status is ConversationStatus.INVITING
-            and conversation.room_id
-            and conversation.advisor
-        ):
-            try:
-                await self._gateway.revoke_invite(
-                    conversation.room_id, conversation.advisor, "The visitor left."
-                )
-            except Exception:
-                log.warning("withdrawing an invite failed", exc_info=True)
+        if ended.invites_to_withdraw:
+            await self.withdraw_invites(conversation_id, "The chat has ended.")
         await self.dispatch()
         return ended
+
+    async def withdraw_invites(
+        self, conversation_id: ConversationId, reason: str = WITHDRAWN
+    ) -> bool:
+        """Withdraw the conversation's invites that are no longer an offer (see
+        :attr:`~bridge.model.Conversation.invites_to_withdraw`); each is crossed off once the
+        homeserver has done it. True if none is left; a failure is logged and left to
+        :meth:`retry_withdrawals`."""
+        conversation = await self._store.get_conversation(conversation_id)
+        if conversation is None:
+            return True
+        try:
+            for advisor in conversation.invites_to_withdraw:
+                await self._withdraw(conversation_id, advisor, reason)
+        except Exception:
+            log.warning(
+                "withdrawing an invite to %s failed; will retry", conversation_id, exc_info=True
+            )
+            return False
+        return True
+
+    async def _withdraw(
+        self, conversation_id: ConversationId, advisor: AdvisorMxid, reason: str
+    ) -> None:
+        async with self._invite_locks((conversation_id, advisor)):
+            # read again: offered to them again meanwhile, or withdrawn by another caller
+            current = await self._store.get_conversation(conversation_id)
+            if current is None or advisor not in current.invites_to_withdraw:
+                return
+            if current.room_id is not None:
+                await self._gateway.revoke_invite(current.room_id, advisor, reason)
+                log.info("withdrew the invite of %s to %s", advisor, conversation_id)
+            async with self.exclusive():
+                latest = await self._store.get_conversation(conversation_id)
+                if latest is not None and advisor in latest.invites_to_withdraw:
+                    await self._store.save_conversation(
+                        dataclasses.replace(
+                            latest, invited=tuple(a for a in latest.invited if a != advisor)
+                        )
+                    )
+
+    async def retry_withdrawals(self) -> None:
+        """Withdraw the invites a failure left behind (housekeeping runs this)."""
+        for conversation in await self._store.invites_to_withdraw():
+            await self.withdraw_invites(conversation.id)
 
     async def release_all_of(self, advisor: AdvisorMxid, note: str) -> None:
         """The advisor is gone (offline, removed): every visitor they had goes back to the
@@ -355,6 +437,10 @@ class QueueService:
                     dispatch=False,
                 )
         await self.dispatch()
+
+
+def _with(mxids: tuple[AdvisorMxid, ...], mxid: AdvisorMxid) -> tuple[AdvisorMxid, ...]:
+    return tuple(dict.fromkeys(mxids + (mxid,)))
 
 
 def system_message(conversation_id: ConversationId, body: str, now: float) -> Message:

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from appservice.db import close_database, open_database, parse_database_url
@@ -42,10 +43,44 @@ async def tables(url: str) -> set[str]:
     return await schema_tables(url)
 
 
+async def fetch(url: str, sql: str) -> list[tuple]:
+    """Run one statement on the database at ``url`` without migrating it; its rows."""
+    db_url = parse_database_url(url)
+    if db_url.sqlite_path is not None:
+        with sqlite3.connect(db_url.sqlite_path) as conn:
+            return conn.execute(sql).fetchall()
+    conn = await asyncpg.connect(db_url.mautrix_url, server_settings=db_url.server_settings)
+    try:
+        return [tuple(row) for row in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+async def test_0003_keeps_conversations_both_ways_and_lists_no_invites_for_old_ones(
+    url: str,
+) -> None:
+    await upgrade(url, "0002")
+    await fetch(url, "INSERT INTO visitors (id, name, created_at) VALUES ('v1', 'V', 1.5)")
+    await fetch(
+        url,
+        "INSERT INTO conversations (id, visitor_id, topic, status, created_at, queued_at, "
+        "room_id, advisor, invite_deadline) "
+        "VALUES ('c1', 'v1', 't', 'inviting', 1.5, 1.5, '!r:hs', '@ann:hs', 61.5)",
+    )
+    await upgrade(url)
+    assert await fetch(url, "SELECT id, invited FROM conversations") == [("c1", "[]")]
+    await fetch(url, """UPDATE conversations SET invited = '["@ann:hs"]'""")
+    await downgrade(url, "0002")
+    assert await current_revision(url) == "0002"
+    assert await fetch(url, "SELECT id, advisor FROM conversations") == [("c1", "@ann:hs")]
+    await upgrade(url)
+    assert await fetch(url, "SELECT invited FROM conversations") == [("[]",)]
+
+
 async def test_migrations_go_up_down_and_up_again(url: str) -> None:
     await upgrade(url)
     assert await tables(url) == SWITCHBOARD_TABLES | {"alembic_version"}
-    assert await current_revision(url) == "0002"
+    assert await current_revision(url) == "0003"
 
     await downgrade(url)
     assert await tables(url) == {"alembic_version"}  # alembic keeps its (empty) table
@@ -54,7 +89,7 @@ async def test_migrations_go_up_down_and_up_again(url: str) -> None:
     await upgrade(url)
     assert await tables(url) >= SWITCHBOARD_TABLES
     await upgrade(url)  # already at head: nothing to do
-    assert await current_revision(url) == "0002"
+    assert await current_revision(url) == "0003"
 
 
 async def test_open_database_migrates_and_the_schema_refuses_a_second_open_conversation(
@@ -62,7 +97,7 @@ async def test_open_database_migrates_and_the_schema_refuses_a_second_open_conve
 ) -> None:
     db = await open_database(url)
     try:
-        assert await current_revision(url) == "0002"
+        assert await current_revision(url) == "0003"
         await db.execute(
             "INSERT INTO visitors (id, name, email, created_at) VALUES ('v1', 'V', NULL, 1.5)"
         )
@@ -104,7 +139,7 @@ async def test_relative_sqlite_url_is_the_same_file_for_migrations_and_runtime(
         await close_database(db)
     with sqlite3.connect(tmp_path / "relative.db") as conn:
         assert conn.execute("SELECT value FROM settings").fetchall() == [("v",)]
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
 
 
 def test_postgres_url_gives_search_path_to_both_drivers_and_keeps_the_rest() -> None:

@@ -172,6 +172,9 @@ async def test_conversation_round_trips_every_field(store: Store) -> None:
         read_up_to=7,
         ended_at=T0 + 99.125,
         ended_by=Sender.ADVISOR,
+        announced=True,
+        room_closed=True,
+        invited=(AdvisorMxid("@ann:test"), AdvisorMxid("@cy:test")),
     )
     await store.save_conversation(ended)
     assert await store.get_conversation(c.id) == ended
@@ -242,6 +245,34 @@ async def test_open_conversations_are_oldest_first_and_exclude_ended(store: Stor
     await store.add_conversation(conversation(2, visitor_n=4, status=ConversationStatus.INVITING))
 
     assert [c.id for c in await store.open_conversations()] == ["c1", "c2", "c3"]
+
+
+async def test_invites_to_withdraw_are_every_desk_invite_but_the_current_offer(
+    store: Store,
+) -> None:
+    ann, bob = AdvisorMxid("@ann:test"), AdvisorMxid("@bob:test")
+    await with_visitors(store, 1, 2, 3, 4, 5)
+    room = {n: RoomId(f"!r{n}:test") for n in range(1, 6)}
+    offered = dict(status=ConversationStatus.INVITING, advisor=ann, invite_deadline=T0 + 60)
+    await store.add_conversation(conversation(1, 1, room_id=room[1], invited=(ann,), **offered))
+    await store.add_conversation(  # offered to ann now; bob's earlier offer not withdrawn yet
+        conversation(2, 2, room_id=room[2], invited=(bob, ann), **offered)
+    )
+    await store.add_conversation(conversation(3, 3, room_id=room[3], invited=(ann,)))
+    await store.add_conversation(
+        conversation(4, 4, room_id=room[4], status=ConversationStatus.ENDED, invited=(ann,))
+    )
+    await store.add_conversation(conversation(5, 5, room_id=room[5]))
+
+    found = sorted(await store.invites_to_withdraw(), key=lambda c: c.id)
+    assert [(c.id, c.invites_to_withdraw) for c in found] == [
+        ("c2", (bob,)),
+        ("c3", (ann,)),
+        ("c4", (ann,)),
+    ]
+    for c in found:
+        await store.save_conversation(dataclasses.replace(c, invited=()))
+    assert await store.invites_to_withdraw() == []
 
 
 # messages

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bridge.model import RoutingSettings
+from bridge.model import Conversation, ConversationId, RoutingSettings
 from bridge.services.advisors import AdvisorService
 from bridge.services.conversations import ConversationService
 from bridge.services.presenter import Presenter
@@ -24,22 +24,28 @@ class Desk:
     conversations: ConversationService
     advisors: AdvisorService
 
-    async def visitor(self, session: str, name: str = "Vera", message: str = "Hello") -> str:
+    async def visitor(
+        self, session: str, name: str = "Vera", message: str = "Hello"
+    ) -> ConversationId:
         self.clock.advance(1)  # arrivals one second apart, so queue order is defined
         conversation, _ = await self.conversations.start(
             session, {"name": name, "email": "", "topic": "general", "message": message}
         )
         return conversation.id
 
-    async def advisor(self, mxid: str, available: bool = True, capacity: int | None = None):
+    async def advisor(
+        self, mxid: str, available: bool = True, capacity: int | None = None
+    ) -> None:
         await self.advisors.add(mxid)
         if capacity is not None:
             await self.advisors.set_capacity(mxid, capacity)
         if available:
             await self.advisors.set_available(mxid, True)
 
-    async def conv(self, cid: str):
-        return await self.store.get_conversation(cid)
+    async def conv(self, cid: ConversationId) -> Conversation:
+        conversation = await self.store.get_conversation(cid)
+        assert conversation is not None, cid
+        return conversation
 
 
 @pytest.fixture

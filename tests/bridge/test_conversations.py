@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 
 from bridge.errors import InvalidInput, NoOpenConversation, Unavailable
@@ -169,8 +171,12 @@ async def test_the_start_limit_is_asked_only_when_a_conversation_would_be_create
 
     asked: list[str] = []
 
-    def admit(answer: bool):
-        return lambda: asked.append("asked") or answer
+    def admit(answer: bool) -> Callable[[], bool]:
+        def ask() -> bool:
+            asked.append("asked")
+            return answer
+
+        return ask
 
     await desk.conversations.start("s1", FORM, admit=admit(True))
     await desk.conversations.start("s1", FORM, admit=admit(False))  # a retry: not asked

@@ -80,10 +80,7 @@ MATRIX_SIDE = (
 # regression test at the end of this file; the machine steps around it (or skips that one
 # check) so it keeps looking for others. When a fix makes its test pass, remove the xfail mark
 # and the entry here, and the machine checks that rule again.
-KNOWN_BUGS: set[str] = {
-    "status published after it changed",  # test_a_visitor_who_ended_is_not_shown_a_queue_...
-    "failed withdrawal is never retried",  # test_an_invite_is_withdrawn_once_the_homeserver_...
-}
+KNOWN_BUGS: set[str] = set()
 
 
 # Fields of a conversation that record how far the Matrix side has got, not what the
@@ -91,7 +88,7 @@ KNOWN_BUGS: set[str] = {
 ROOM_BOOKKEEPING = tuple(
     f.name
     for f in dataclasses.fields(Conversation)
-    if f.name in ("room_id", "puppet", "announced", "room_closed")
+    if f.name in ("room_id", "puppet", "announced", "room_closed", "invited")
 )
 
 
@@ -103,13 +100,17 @@ class FlakyGateway(FakeMatrixGateway):
     """The fake homeserver, able to fail a later call than the next one (``fail_next`` fails
     only the next), and failing withdrawals and leaves too; a withdrawal is a kick, so the
     advisor is no longer in the room. ``failures`` counts the outages that fired (lost answers
-    included), so a check can tell whether one happened during a use case."""
+    included), so a check can tell whether one happened during a use case. ``withdrawals_to_fail``
+    fails that many withdrawals, whatever comes between (an outage that hits kicks only would
+    otherwise be rare). Offering a visitor
+    to an advisor who is in the room already sends no invite, as the real gateway does: it is
+    noted as ``member``, not ``invite``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls_before_failure: int | None = None
         self.failures = 0
-        self.failed_revokes: set[tuple[RoomId, AdvisorMxid]] = set()
+        self.withdrawals_to_fail = 0
 
     def _maybe_fail(self) -> None:
         if self.calls_before_failure is not None:
@@ -122,11 +123,19 @@ class FlakyGateway(FakeMatrixGateway):
             self.failures += 1
         super()._maybe_fail()
 
+    async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> bool:
+        if (room_id, advisor) not in self.present:
+            return await super().invite_advisor(room_id, advisor)
+        self._maybe_fail()  # looking up the membership is a call to the homeserver too
+        self.sent.append(("member", room_id, advisor))
+        return True
+
     @property
     def failing(self) -> bool:
         return (
             self.fail_next is not None
             or self.calls_before_failure is not None
+            or self.withdrawals_to_fail > 0
             or self.lose_answer_next
         )
 
@@ -138,11 +147,11 @@ class FlakyGateway(FakeMatrixGateway):
         return await super().send_visitor_text(room_id, puppet, body, txn_id)
 
     async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
-        try:
-            self._maybe_fail()
-        except Outage:
-            self.failed_revokes.add((room_id, advisor))
-            raise
+        if self.withdrawals_to_fail > 0:
+            self.withdrawals_to_fail -= 1
+            self.failures += 1
+            raise Outage("the homeserver fails withdrawals")
+        self._maybe_fail()
         await super().revoke_invite(room_id, advisor, reason)
         self.present.discard((room_id, advisor))
 
@@ -241,12 +250,14 @@ class DeskMachine(RuleBasedStateMachine):
         Matrix event id twice anywhere;
       * an ended conversation and its transcript never change (checked at every write, not
         only between steps); only the Matrix-side bookkeeping may still progress: a room that
-        was being made is attached (never replaced), ``announced``, ``room_closed``;
+        was being made is attached (never replaced), ``announced``, ``room_closed``, and
+        invites are crossed off ``invited`` as they are withdrawn (never added);
       * in every room, the visitor texts that reached it are the visitor's messages in seq
         order, each once: the delivered ones, plus at most the next one (it landed, but the
         answer was lost; the retry must find it rather than send it again);
       * nobody keeps an invite to a room unless the conversation is still offered to them
-        (every other invite was withdrawn, or taken by joining).
+        (every other invite was withdrawn, or taken by joining), or its withdrawal failed
+        and is recorded to be retried (in ``invites_to_withdraw``).
     After every routing pass (``dispatch``) outside a concurrent step:
       * every advisor who got a NEW offer in that pass (a conversation that became ``inviting``
         for them, or got a fresh deadline) is still an advisor, available, reachable (presence
@@ -265,7 +276,9 @@ class DeskMachine(RuleBasedStateMachine):
       * every visitor message of a conversation with a room reached it exactly once, in order,
         also what was still on its way when the chat ended;
       * every open conversation has its room and its intro notice, posted once;
-      * every ended conversation with a room was closed: the visitor's puppet left.
+      * every ended conversation with a room was closed: the visitor's puppet left;
+      * nobody keeps an invite to a room that is not offered to them, and no withdrawal is
+        left to retry.
     """
 
     def __init__(self) -> None:
@@ -301,7 +314,6 @@ class DeskMachine(RuleBasedStateMachine):
         )
         self.queue.observer = self._after_dispatch
         self.concurrent = False  # two use cases in flight: the routing checks do not apply
-        self.published_concurrently: list[range] = []  # indexes into channel.events
         self.conversations = ConversationService(
             store,
             gateway,
@@ -463,12 +475,31 @@ class DeskMachine(RuleBasedStateMachine):
         rooms = self.with_room()
         before = rooms[pick % len(rooms)]
         assert before.room_id is not None
+        an_advisor = mxid in self.store.advisors_
         self.run(self._joins(before.room_id, mxid))
         now = self.store.conversations[before.id]
+        if not an_advisor:  # a guest never takes a visitor, whatever the room's state
+            assert now.advisor != mxid or now == before, now
         if before.status is ConversationStatus.INVITING and before.advisor != mxid:
             assert (now.status, now.advisor) == (before.status, before.advisor)
         if before.status is ConversationStatus.ACTIVE:
             assert (now.status, now.advisor) == (before.status, before.advisor)
+
+    def withdrawals_pending(self) -> list[tuple[Conversation, AdvisorMxid]]:
+        return [(c, mxid) for c in self.with_room() for mxid in c.invites_to_withdraw]
+
+    @precondition(lambda self: self.withdrawals_pending())
+    @rule(pick=st.integers(0, 50))
+    def advisor_joins_on_an_invite_not_withdrawn_yet(self, pick: int) -> None:
+        """The homeserver failed to withdraw an invite, and the advisor accepts it."""
+        pending = self.withdrawals_pending()
+        before, mxid = pending[pick % len(pending)]
+        assert before.room_id is not None
+        self.run(self._joins(before.room_id, mxid))
+        now = self.store.conversations[before.id]
+        # they take nothing, whatever became of the conversation (ended, offered to someone
+        # else, waiting, with a colleague)
+        assert (now.status, now.advisor) == (before.status, before.advisor), now
 
     @precondition(lambda self: self.with_room())
     @rule(mxid=st.sampled_from(ADVISORS + (COLLEAGUE,)), pick=st.integers(0, 50))
@@ -491,7 +522,10 @@ class DeskMachine(RuleBasedStateMachine):
         # back in the queue (possibly offered again at once, even to the same advisor if
         # nobody else has room), never closed by a decline
         assert now.status is not ConversationStatus.ENDED
-        assert now.status is not ConversationStatus.ACTIVE
+        if now.status is ConversationStatus.ACTIVE:
+            # handed at once to a colleague already in the room: no invite to wait for
+            assert now.advisor != conversation.advisor, now
+            assert (conversation.room_id, now.advisor) in self.gateway.present, now
 
     @precondition(lambda self: self.with_room())
     @rule(mxid=st.sampled_from(ADVISORS + (COLLEAGUE,)), pick=st.integers(0, 50))
@@ -587,12 +621,10 @@ class DeskMachine(RuleBasedStateMachine):
         existing = set(self.store.conversations)
         failures = self.gateway.failures
         self.concurrent = True
-        published = len(self.channel.events)
         try:
             outcomes = self.run(self._together(coros))
         finally:
             self.concurrent = False
-            self.published_concurrently.append(range(published, len(self.channel.events)))
         for outcome in outcomes:
             if isinstance(outcome, Unavailable):
                 assert self.gateway.failures > failures, outcome
@@ -660,9 +692,14 @@ class DeskMachine(RuleBasedStateMachine):
         else:
             self.gateway.calls_before_failure = calls_before
 
+    @rule(count=st.integers(1, 3))
+    def homeserver_will_fail_withdrawals(self, count: int) -> None:
+        self.gateway.withdrawals_to_fail = count
+
     @rule()
     def homeserver_recovers(self) -> None:
         self.gateway.fail_next = self.gateway.calls_before_failure = None
+        self.gateway.withdrawals_to_fail = 0
         self.gateway.lose_answer_next = False
         self.run(self.conversations.tick())
         self._check_settled()
@@ -700,7 +737,7 @@ class DeskMachine(RuleBasedStateMachine):
                 "after a new offer"
             )
         for kind, _room, mxid, *_ in self.gateway.sent[sent_before:]:
-            if kind == "invite":
+            if kind in ("invite", "member"):
                 assert eligible(advisors.get(mxid)), f"invited {mxid}"
         if failed:
             return
@@ -715,24 +752,18 @@ class DeskMachine(RuleBasedStateMachine):
         assert sorted(positions.values()) == list(range(1, len(positions) + 1))
         for c in self.store.conversations.values():
             # what the visitor's page shows last is where the conversation stands
-            shown = [
-                (i, e)
-                for i, (cid, e) in enumerate(self.channel.events)
-                if cid == c.id and isinstance(e, StatusEvent)
-            ]
+            shown = self.channel.of(c.id, StatusEvent)
             assert shown, f"{c.id} never told its status"
-            index, last = shown[-1]
-            if "status published after it changed" in KNOWN_BUGS and any(
-                index in r for r in self.published_concurrently
-            ):
-                continue
-            view = last.conversation
+            view = shown[-1].conversation
             assert (view.status, view.queue_position) == (c.status.value, positions.get(c.id)), (
                 c,
                 view,
             )
 
     def _check_settled(self) -> None:
+        # every invite that is no longer an offer was withdrawn; none waits for a retry
+        assert not self._dangling_invites(), self._dangling_invites()
+        assert not self.run(self.store.invites_to_withdraw())
         for c in self.by_creation():
             said = [m for m in self.store.messages_[c.id] if m.sender is Sender.VISITOR]
             landed = [s[2] for s in self.gateway.of("text") if s[1] == c.room_id]
@@ -773,25 +804,26 @@ class DeskMachine(RuleBasedStateMachine):
     def no_invite_is_left_dangling(self) -> None:
         """An advisor's last invite to a room is withdrawn, or taken (joined), unless the
         conversation is still offered to them: nobody is left with an invite to a chat that is
-        not theirs (ended, or offered to somebody else)."""
+        not theirs (ended, or offered to somebody else). Until the homeserver is back, a
+        withdrawal that failed is recorded, to be retried."""
+        for mxid, c in self._dangling_invites():
+            assert mxid in c.invites_to_withdraw, (f"{mxid} keeps an invite to {c.room_id}", c)
+
+    def _dangling_invites(self) -> list[tuple[AdvisorMxid, Conversation]]:
+        """Advisors left with an invite to a conversation that is not offered to them."""
         last: dict[tuple[str, str], str] = {}
         for kind, room, *rest in self.gateway.sent:
-            if kind in ("invite", "revoke", "joined"):
+            if kind in ("invite", "member", "revoke", "joined"):
                 last[(room, rest[0])] = kind
+        dangling = []
         for (room, mxid), kind in last.items():
             if kind != "invite" or (room, mxid) in self.gateway.present:
                 continue
-            if (
-                "failed withdrawal is never retried" in KNOWN_BUGS
-                and (room, mxid) in self.gateway.failed_revokes
-            ):
-                continue
             c = self.run(self.store.conversation_by_room(RoomId(room)))
             assert c is not None
-            assert (c.status, c.advisor) == (ConversationStatus.INVITING, mxid), (
-                f"{mxid} keeps an invite to {room}",
-                c,
-            )
+            if (c.status, c.advisor) != (ConversationStatus.INVITING, mxid):
+                dangling.append((AdvisorMxid(mxid), c))
+        return dangling
 
     @invariant()
     def statuses_are_consistent(self) -> None:
@@ -829,7 +861,9 @@ class DeskMachine(RuleBasedStateMachine):
             assert [(m.seq, m.body) for m in log] == [(m.seq, m.body) for m in then_log]
         for old, new in self.store.changed_after_end:
             # the Matrix side of the end may still be under way: a room being made when the
-            # visitor left is attached (and closed by tick), the room is marked closed
+            # visitor left is attached (and closed by tick), the room is marked closed, the
+            # invites are withdrawn
+            assert set(new.invited) <= set(old.invited), f"invited after the end: {new}"
             for name in ROOM_BOOKKEEPING:
                 if name in ("room_id", "puppet") and getattr(old, name) is not None:
                     continue  # attached once, never replaced
@@ -990,19 +1024,6 @@ class HeldInvites(FakeMatrixGateway):
         return await super().invite_advisor(room_id, advisor)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bridge/services/queue.py:98-101 dispatch() reads `remaining` under the lock, then "
-        "sends the invites and only then publishes queue positions from that snapshot. "
-        "Input: an advisor says !available (a pass offers visitor A, the invite is in flight) "
-        "while visitor B, waiting behind A, ends the chat. Happens: after B's 'ended' status, "
-        "B's page is sent 'waiting, position 1', the last status it ever gets. Same with a "
-        "visitor accepted or offered meanwhile: the page shows a stale place in the queue. "
-        "Should: positions are published from the state at publishing time (re-read, or "
-        "under the lock), never for a conversation that changed status since."
-    ),
-)
 async def test_a_visitor_who_ended_is_not_shown_a_queue_place_afterwards():
     desk = make_desk(HeldInvites())
     await desk.visitor("s1")
@@ -1018,17 +1039,6 @@ async def test_a_visitor_who_ended_is_not_shown_a_queue_place_afterwards():
     assert (last.status, last.queue_position) == ("ended", None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bridge/services/queue.py:318-328 (end) and :156-160 (skip) log a failed "
-        "revoke_invite and never retry it. Input: a visitor is offered to an advisor, and the "
-        "homeserver fails the withdrawal when the visitor ends the chat (or when the offer "
-        "expires, is declined, or the advisor goes away). Happens: the advisor keeps the "
-        "invite for good and can join a chat that ended, or one since offered to a colleague. "
-        "Should: the withdrawal is retried (e.g. by tick(), like the room closing) until done."
-    ),
-)
 async def test_an_invite_is_withdrawn_once_the_homeserver_is_back():
     desk = make_desk(FlakyGateway())
     await desk.advisor(ADVISORS[0])
@@ -1040,3 +1050,134 @@ async def test_an_invite_is_withdrawn_once_the_homeserver_is_back():
     await desk.conversations.tick()
     actions = [s[0] for s in desk.gateway.sent if s[0] in ("invite", "revoke")]
     assert actions[-1] == "revoke", actions
+
+
+class RefusesWithdrawals(FakeMatrixGateway):
+    """A homeserver that fails every withdrawal until the test says it is back; a withdrawal
+    is a kick, so the advisor is no longer in the room."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
+        if self.down:
+            raise Outage("the homeserver is down")
+        await super().revoke_invite(room_id, advisor, reason)
+        self.present.discard((room_id, advisor))
+
+
+def invites_of(desk: Desk, room: RoomId | None, mxid: AdvisorMxid) -> list[str]:
+    """What the desk did about the advisor's invite to the room, in order."""
+    return [
+        kind
+        for kind, *rest in desk.gateway.sent
+        if kind in ("invite", "revoke") and tuple(rest[:2]) == (room, mxid)
+    ]
+
+
+async def joins(desk: Desk, room: RoomId | None, mxid: AdvisorMxid) -> None:
+    assert room is not None
+    desk.gateway.joined(room, mxid)
+    await desk.conversations.advisor_joined(room, mxid)
+
+
+async def test_joining_on_an_expired_invite_not_yet_withdrawn_takes_nothing_from_a_colleague():
+    desk = make_desk(RefusesWithdrawals())
+    ana, bob = ADVISORS[:2]
+    await desk.advisor(ana)
+    await desk.advisor(bob)
+    cid = await desk.visitor("s1")
+    room = (await desk.conv(cid)).room_id
+    desk.clock.advance(INVITE_TIMEOUT + 1)
+    await desk.conversations.tick()  # ana's offer ran out (withdrawing it fails): bob's now
+    await joins(desk, room, ana)  # ana accepts the invite she still has
+    conv = await desk.conv(cid)
+    assert (conv.status, conv.advisor) == (ConversationStatus.INVITING, bob)
+    desk.gateway.down = False
+    await desk.conversations.tick()
+    assert invites_of(desk, room, ana) == ["invite", "revoke"]  # removed once it could be
+    assert not await desk.store.invites_to_withdraw()
+    await joins(desk, room, bob)
+    conv = await desk.conv(cid)
+    assert (conv.status, conv.advisor, conv.invited) == (ConversationStatus.ACTIVE, bob, ())
+
+
+async def test_joining_an_ended_chat_on_an_invite_not_yet_withdrawn_changes_nothing():
+    desk = make_desk(RefusesWithdrawals())
+    ana = ADVISORS[0]
+    await desk.advisor(ana)
+    cid = await desk.visitor("s1")
+    room = (await desk.conv(cid)).room_id
+    await desk.conversations.visitor_end("s1")
+    ended, transcript = await desk.conv(cid), await desk.store.messages(cid)
+    await joins(desk, room, ana)
+    assert await desk.conv(cid) == ended
+    assert await desk.store.messages(cid) == transcript  # no "Ana joined the chat."
+    desk.gateway.down = False
+    await desk.conversations.tick()
+    assert invites_of(desk, room, ana) == ["invite", "revoke"]
+    assert (await desk.conv(cid)).invited == ()
+
+
+async def test_joining_on_an_invite_taken_back_does_not_take_the_waiting_visitor():
+    desk = make_desk(RefusesWithdrawals())
+    ana = ADVISORS[0]
+    await desk.advisor(ana)
+    cid = await desk.visitor("s1")
+    room = (await desk.conv(cid)).room_id
+    await desk.advisors.set_available(ana, False)  # her offer is taken back (which fails)
+    await joins(desk, room, ana)
+    conv = await desk.conv(cid)
+    assert (conv.status, conv.advisor) == (ConversationStatus.WAITING, None)
+    desk.gateway.down = False
+    await desk.conversations.tick()
+    assert invites_of(desk, room, ana) == ["invite", "revoke"]
+    await desk.advisors.set_available(ana, True)  # back on duty: offered properly
+    assert invites_of(desk, room, ana) == ["invite", "revoke", "invite"]
+
+
+async def test_an_advisor_offered_the_visitor_again_keeps_the_new_invite():
+    desk = make_desk(RefusesWithdrawals())
+    ana = ADVISORS[0]
+    await desk.advisor(ana)
+    cid = await desk.visitor("s1")
+    room = (await desk.conv(cid)).room_id
+    desk.clock.advance(INVITE_TIMEOUT + 1)
+    await desk.conversations.tick()  # ran out; nobody else: offered to ana again at once
+    desk.gateway.down = False
+    await desk.conversations.tick()
+    assert invites_of(desk, room, ana) == ["invite", "invite"]  # the new one is not withdrawn
+    await joins(desk, room, ana)
+    assert (await desk.conv(cid)).status is ConversationStatus.ACTIVE
+
+
+async def test_an_invite_on_its_way_when_the_chat_ends_is_withdrawn_after_it_lands():
+    desk = make_desk(HeldInvites())
+    ana = ADVISORS[0]
+    await desk.advisors.add(ana)
+    cid = await desk.visitor("s1")  # nobody on duty yet: waits
+    room = (await desk.conv(cid)).room_id
+    on_duty = asyncio.create_task(desk.advisors.set_available(ana, True))
+    await desk.gateway.inviting.wait()
+    ending = asyncio.create_task(desk.conversations.visitor_end("s1"))
+    for _ in range(100):  # the end is recorded; its withdrawal must wait for the invite
+        await asyncio.sleep(0)
+    assert not (await desk.conv(cid)).status.is_open
+    desk.gateway.proceed.set()
+    await asyncio.wait_for(asyncio.gather(on_duty, ending), 5)
+    assert invites_of(desk, room, ana) == ["invite", "revoke"]
+
+
+async def test_a_chat_that_ends_before_its_invite_is_sent_gets_no_invite():
+    desk = make_desk(FakeMatrixGateway())
+    ana = ADVISORS[0]
+    await desk.advisors.add(ana)
+    cid = await desk.visitor("s1")  # nobody on duty yet: waits
+    room = (await desk.conv(cid)).room_id
+    # the routing pass offers the visitor; the end runs between the offer and its invite
+    await asyncio.gather(
+        desk.advisors.set_available(ana, True), desk.conversations.visitor_end("s1")
+    )
+    assert (await desk.conv(cid)).status is ConversationStatus.ENDED
+    assert invites_of(desk, room, ana)[-1:] == ["revoke"]
