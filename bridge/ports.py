@@ -44,6 +44,14 @@ class Store(Protocol):
         """A section that no other process sharing the store runs at the same time (a
         transaction holding a database lock); a no-op where only one process can share it."""
 
+    def claim(self, name: str) -> AsyncContextManager[bool]:
+        """Try to become the one process doing the work ``name``, without waiting.
+
+        Yields True if no other process sharing the store holds the claim (it is held until
+        the block ends, and the store calls made inside commit together then), False at once
+        if one does. Always True where only one process can share the store: the caller's
+        own lock decides there."""
+
     # visitors
     async def add_visitor(self, visitor: Visitor, session_hash: str) -> None: ...
     async def visitor_by_session(self, session_hash: str) -> Visitor | None: ...

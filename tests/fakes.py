@@ -85,6 +85,10 @@ class MemoryStore:
     async def exclusive(self, name: str) -> AsyncIterator[None]:
         yield  # one process: the services' own locks suffice
 
+    @asynccontextmanager
+    async def claim(self, name: str) -> AsyncIterator[bool]:
+        yield True  # one process: the services' own locks decide
+
     async def add_visitor(self, visitor: Visitor, session_hash: str) -> None:
         self.visitors[visitor.id] = visitor
         self.sessions[session_hash] = visitor.id

@@ -186,6 +186,19 @@ class SqlStore:
             )
             yield
 
+    @asynccontextmanager
+    async def claim(self, name: str) -> AsyncIterator[bool]:
+        """Like :meth:`exclusive`, but another process holding it yields False instead of
+        waiting. Held for the block's transaction: a process that dies lets go at once."""
+        if not self._postgres:
+            yield True
+            return
+        async with self.transaction():
+            mine = await self.db.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || ':' || $1))", name
+            )
+            yield bool(mine)
+
     # visitors
 
     async def add_visitor(self, visitor: Visitor, session_hash: str) -> None:

@@ -162,15 +162,10 @@ class ConversationService:
             if conversation is None or not conversation.status.is_open:
                 return
             if conversation.room_id is None:
-                visitor = visitor or await self._store.get_visitor(conversation.visitor_id)
-                assert visitor is not None
-                puppet = await self._gateway.create_puppet(visitor)
-                room_id = await self._gateway.create_room(
-                    puppet,
-                    name=f"{visitor.name} (visitor)",
-                    topic=f"Switchboard: {self._presenter.topic_label(conversation.topic)}",
-                )
-                conversation = await self._update(conversation_id, puppet=puppet, room_id=room_id)
+                made = await self._make_room(conversation_id, visitor)
+                if made is None:
+                    return  # another process is making it; that process carries on from here
+                conversation = made
                 if not conversation.status.is_open:
                     return  # ended while the room was made: tick() closes the room
                 await self._queue.dispatch()
@@ -186,6 +181,33 @@ class ConversationService:
                 )
                 conversation = await self._update(conversation_id, announced=True)
             await self._deliver_pending(conversation)
+
+    async def _make_room(
+        self, conversation_id: ConversationId, visitor: Visitor | None
+    ) -> Conversation | None:
+        """The conversation's puppet and room, made by one process of those sharing the store.
+
+        Without the claim, another process's tick() sees the room missing while it is being
+        made here and makes a second one; the last one stored wins, and the advisor invited to
+        the first joins a room nobody knows. None if another process holds the claim."""
+        async with self._store.claim(f"room:{conversation_id}") as mine:
+            if not mine:
+                return None
+            conversation = await self._store.get_conversation(conversation_id)
+            assert conversation is not None
+            if conversation.room_id is not None:
+                return conversation  # made by another process just before the claim
+            visitor = visitor or await self._store.get_visitor(conversation.visitor_id)
+            assert visitor is not None
+            puppet = await self._gateway.create_puppet(visitor)
+            room_id = await self._gateway.create_room(
+                puppet,
+                name=f"{visitor.name} (visitor)",
+                topic=f"Switchboard: {self._presenter.topic_label(conversation.topic)}",
+            )
+            conversation = await self._update(conversation_id, puppet=puppet, room_id=room_id)
+        log.info("room %s made for conversation %s", room_id, conversation_id)
+        return conversation
 
     async def _update(self, conversation_id: ConversationId, **changes: Any) -> Conversation:
         """Change fields of the stored conversation under the status lock (others may have

@@ -124,3 +124,37 @@ async def test_an_accept_racing_an_expiry_leaves_exactly_one_owner(two):
         outcomes.add(final.status)
         await one.conversations.advisor_close(final.room_id, final.advisor, "x")
     assert outcomes  # both orders are legal; what matters is one owner each time
+
+
+async def test_a_conversation_gets_one_room_when_another_process_repairs_meanwhile(two):
+    """One process makes the room for a visitor who just started while the other's
+    housekeeping sees a conversation without a room: the advisor is invited to the room the
+    conversation keeps, so their join is recognised (seen in the multi-process fault test)."""
+    one, other, _ = two
+    await one.advisors.add(A)
+    await one.advisors.set_available(A, True)
+    making, go_on = asyncio.Event(), asyncio.Event()
+    make_room = one.gateway.create_room
+
+    async def slow_create_room(*args: Any, **kwargs: Any) -> Any:
+        making.set()
+        await go_on.wait()  # the homeserver takes its time, as under load
+        return await make_room(*args, **kwargs)
+
+    one.gateway.create_room = slow_create_room  # type: ignore[method-assign]
+    starting = apart(lambda: one.conversations.start("s1", FORM))
+    await making.wait()
+    await apart(other.conversations.tick)  # its housekeeping, while the room is being made
+    go_on.set()
+    conversation, _ = await starting
+    await apart(other.conversations.tick)
+    await apart(one.conversations.tick)
+
+    rooms = one.gateway.of("room") + other.gateway.of("room")
+    assert len(rooms) == 1, rooms
+    final = await one.store.get_conversation(conversation.id)
+    assert final.room_id == rooms[0][1]
+    invites = one.gateway.of("invite") + other.gateway.of("invite")
+    assert invites == [("invite", final.room_id, A)]
+    await one.conversations.advisor_joined(final.room_id, A)
+    assert (await one.store.get_conversation(conversation.id)).status is ConversationStatus.ACTIVE

@@ -395,6 +395,30 @@ async def test_undelivered_messages_are_claimed_by_one_process_at_a_time(
         assert batch == [second]
 
 
+async def test_a_claim_is_held_by_one_process_and_let_go_at_the_end_of_its_block(
+    backend: Backend,
+) -> None:
+    store = backend.store
+
+    async def other_process(name: str) -> bool:
+        if backend.url is None:
+            return True  # one process only: nobody else to ask
+        async with started(backend.url) as other_db:
+            async with SqlStore(other_db).claim(name) as mine:
+                return mine
+
+    def apart(name: str) -> asyncio.Task[bool]:
+        # a fresh context: mautrix keeps "the connection in use" in a context variable
+        return asyncio.create_task(other_process(name), context=contextvars.Context())
+
+    async with store.claim("room:c1") as mine:
+        assert mine
+        # SQLite and memory serve one process: the caller's own lock decides there
+        assert await apart("room:c1") is (backend.name != "postgres")
+        assert await apart("room:c2")  # another name is another claim
+    assert await apart("room:c1")  # let go when the block ended
+
+
 # advisors
 
 
