@@ -49,12 +49,6 @@ async def two_processes(homeserver, tmp_path):
                 process.stop()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Open: passes on its own, but after the SIGKILL fault test in the full suite the "
-    "advisor's join never reaches process A (seen twice in CI on 2026-12-01). To investigate "
-    "next session: the homeserver's push state for the shared appservice port.",
-)
 async def test_a_visitor_reconnecting_to_another_portal_process_loses_nothing(
     two_processes, people
 ):
@@ -77,10 +71,7 @@ async def test_a_visitor_reconnecting_to_another_portal_process_loses_nothing(
     await on_a.connect()
     room = await ana.wait_for_invite(lambda r: r != control)
     await ana.join(room)
-    await on_a.wait_for(  # generous: an earlier test may have left Synapse backing off
-        lambda f: f.get("type") == "status" and f["conversation"]["status"] == "active",
-        timeout=30,
-    )
+    await on_a.wait_status("active", advisor_name="Ana")
     await ana.send_text(room, "hello through A")
     await on_a.wait_message("hello through A")
     last = on_a.last_seq()
