@@ -7,7 +7,7 @@ import socket
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 
 import pytest
 
@@ -145,6 +145,26 @@ async def sqlite_desks(homeserver: Homeserver, tmp_path: Path) -> AsyncIterator[
     await factory.stop_all()
 
 
+class Desk(Protocol):
+    """A running Switchboard: in this process (``Switchboard``) or another (``tests.faults``)."""
+
+    config: Config
+
+
+@dataclasses.dataclass
+class Chat:
+    """A visitor chatting with an advisor: the advisor joined, the visitor's page says so."""
+
+    advisor: AdvisorClient
+    visitor: Visitor
+    room: str  # the conversation's Matrix room, joined by the advisor
+    started: dict[str, Any]  # the portal's answer to the start
+
+    @property
+    def conversation_id(self) -> str:
+        return str(self.started["conversation"]["id"])
+
+
 @pytest.fixture
 async def people(homeserver: Homeserver) -> AsyncIterator["People"]:
     crowd = People(homeserver)
@@ -177,10 +197,27 @@ class People:
         self.clients.append(client)
         return client
 
-    async def visitor(self, switchboard: Switchboard) -> Visitor:
-        visitor = await Visitor(switchboard.config.portal.public_url).open()
+    async def visitor(self, desk: Desk) -> Visitor:
+        visitor = await Visitor(desk.config.portal.public_url).open()
         self.visitors.append(visitor)
         return visitor
+
+    async def chatting(
+        self, desk: Desk, advisor: AdvisorClient | None = None, **form: Any
+    ) -> Chat:
+        """A new visitor starts a chat (``form`` changes the pre-chat form), the advisor (a
+        new available "Ana" unless given) accepts the invite, and the visitor's connected page
+        shows the chat active."""
+        if advisor is None:
+            assert isinstance(desk, Switchboard), "give the advisor of an out-of-process desk"
+            advisor = await self.advisor(desk, "ana")
+        visitor = await self.visitor(desk)
+        started = await visitor.start(**form)
+        room = await advisor.wait_for_invite()
+        await advisor.join(room)
+        await visitor.connect()
+        await visitor.wait_status("active")
+        return Chat(advisor, visitor, room, started)
 
     async def close(self) -> None:
         for visitor in self.visitors:

@@ -29,13 +29,8 @@ async def test_missing_empty_or_wrong_tokens_are_refused_with_403(sqlite_desks, 
 
 async def test_the_same_events_are_handled_once_however_often_they_come(desks, people):
     desk = await desks.start()
-    ana = await people.advisor(desk, "ana")
-    vera = await people.visitor(desk)
-    await vera.start()
-    room = await ana.wait_for_invite()
-    await ana.join(room)
-    await vera.connect()
-    await vera.wait_status("active")
+    chat = await people.chatting(desk)
+    ana, vera, room = chat.advisor, chat.visitor, chat.room
     event = {
         "type": "m.room.message",
         "room_id": room,
@@ -111,13 +106,8 @@ async def test_an_event_the_homeserver_refuses_to_let_us_answer_does_not_stall_t
 async def test_a_transaction_id_reused_for_new_events_loses_nothing(desks, people):
     """Synapse on SQLite restarts its transaction numbering after a restart."""
     desk = await desks.start()
-    ana = await people.advisor(desk, "ana")
-    vera = await people.visitor(desk)
-    await vera.start()
-    room = await ana.wait_for_invite()
-    await ana.join(room)
-    await vera.connect()
-    await vera.wait_status("active")
+    chat = await people.chatting(desk)
+    ana, vera, room = chat.advisor, chat.visitor, chat.room
     token = desk.config.appservice.hs_token
     txn = f"reused-{uuid.uuid4().hex}"
     for body in ("before the restart", "after the restart"):

@@ -61,16 +61,11 @@ async def test_admin_adds_an_advisor_who_makes_herself_available_and_gets_a_visi
 
 async def test_a_visitor_typing_bot_commands_sends_text_not_commands(sqlite_desks, people):
     desk = await sqlite_desks.start()
-    ana = await people.advisor(desk, "ana")
-    vera = await people.visitor(desk)
-    started = await vera.start(message="!close")
-    room = await ana.wait_for_invite()
-    await ana.join(room)
-    await vera.connect()
-    await vera.wait_status("active")
+    chat = await people.chatting(desk, message="!close")
+    ana, vera, room = chat.advisor, chat.visitor, chat.room
     await vera.say("!advisor add @vera:localhost")
     await ana.wait_for_message(room, "!advisor add @vera:localhost")
-    conversation = await desk.store.get_conversation(started["conversation"]["id"])
+    conversation = await desk.store.get_conversation(chat.conversation_id)
     assert conversation.status is ConversationStatus.ACTIVE
     assert [a.mxid for a in await desk.advisors.list()] == [ana.user_id]
     assert not [

@@ -73,14 +73,9 @@ async def test_visitor_and_advisor_chat_both_ways_until_the_advisor_closes(desks
 
 async def test_visitor_pressing_end_tells_the_advisor_and_the_puppet_leaves(desks, people):
     desk = await desks.start()
-    ana = await people.advisor(desk, "ana")
-    vera = await people.visitor(desk)
-    await vera.start()
-    room = await ana.wait_for_invite()
-    await ana.join(room)
+    chat = await people.chatting(desk)
+    ana, vera, room = chat.advisor, chat.visitor, chat.room
     first = await ana.wait_for_message(room, "Hello, I was charged twice.")
-    await vera.connect()
-    await vera.wait_status("active")
     status, body = await vera.post("/api/conversation/end", {})
     assert status == 200 and body["conversation"]["status"] == "ended"
     await ana.wait_for_message(room, "The visitor ended the chat.")
@@ -138,13 +133,8 @@ async def test_an_advisor_who_does_not_accept_in_time_is_skipped(desks, people):
 
 async def test_reconnecting_visitor_gets_everything_once_in_order(desks, people):
     desk = await desks.start()
-    ana = await people.advisor(desk, "ana")
-    vera = await people.visitor(desk)
-    await vera.start()
-    room = await ana.wait_for_invite()
-    await ana.join(room)
-    await vera.connect()
-    await vera.wait_status("active")
+    chat = await people.chatting(desk)
+    ana, vera, room = chat.advisor, chat.visitor, chat.room
     await ana.send_text(room, "before the cut")
     seen = await vera.wait_message("before the cut")
     await vera.disconnect()

@@ -64,13 +64,8 @@ async def test_a_visitor_reconnecting_to_another_portal_process_loses_nothing(
     await ana.send_text(control, "!available")
     await ana.wait_for_message(control, "You are available", sender=bot)
 
-    on_a = Visitor(a.config.portal.public_url)
-    people.visitors.append(on_a)
-    await on_a.open()
-    await on_a.start()
-    await on_a.connect()
-    room = await ana.wait_for_invite(lambda r: r != control)
-    await ana.join(room)
+    chat = await people.chatting(a, ana)  # the visitor's page is on A
+    on_a, room = chat.visitor, chat.room
     await on_a.wait_status("active", advisor_name="Ana")
     await ana.send_text(room, "hello through A")
     await on_a.wait_message("hello through A")
