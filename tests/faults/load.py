@@ -10,9 +10,12 @@ and the visitor's history from the portal (what a reload shows) plus every webso
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -179,3 +182,25 @@ def assert_nothing_lost_or_doubled(accounts: list[Account]) -> None:
         assert not account.lost, f"{account.direction}: lost {account.lost}"
         assert not account.doubled, f"{account.direction}: doubled {account.doubled}"
         assert account.out_of_order == 0, f"{account.direction}: out of order"
+
+
+def report_unsent(synapse_db: Path) -> None:
+    """Print the transactions Synapse still holds for the appservice (its SQLite database).
+
+    One held while the appservice is marked up is never sent until the next failed push: Synapse
+    stores a transaction without sending it when it sees the service down, and its recoverer can
+    declare the service up just after its last look for stored ones (seen after a SIGKILL)."""
+    with sqlite3.connect(f"file:{synapse_db}?mode=ro", uri=True) as db:
+        states = db.execute("SELECT as_id, state FROM application_services_state").fetchall()
+        held = db.execute(
+            "SELECT txn_id, event_ids FROM application_services_txns ORDER BY txn_id"
+        ).fetchall()
+        bodies = []
+        for txn_id, event_ids in held:
+            for event_id in json.loads(event_ids):
+                row = db.execute(
+                    "SELECT json FROM event_json WHERE event_id = ?", (event_id,)
+                ).fetchone()
+                content = json.loads(row[0]).get("content", {}) if row else {}
+                bodies.append((txn_id, event_id, content.get("body") or content.get("membership")))
+    print(f"appservice state {states}; transactions Synapse holds: {bodies or 'none'}")

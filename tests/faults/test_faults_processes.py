@@ -7,7 +7,12 @@ import asyncio
 import pytest
 
 from tests.e2e.conftest import free_port
-from tests.faults.load import ChatLoad, assert_nothing_lost_or_doubled, report
+from tests.faults.load import (
+    ChatLoad,
+    assert_nothing_lost_or_doubled,
+    report,
+    report_unsent,
+)
 from tests.faults.process import SwitchboardProcess, write_config
 
 
@@ -51,6 +56,7 @@ async def test_switchboard_killed_mid_load_and_restarted_loses_and_doubles_nothi
     accounts = await load.account()
     report(f"Switchboard SIGKILLed and restarted ({load.retries} sends retried)", accounts)
     assert load.retries > 0, "the kill did not hit the load"
+    report_unsent(homeserver.server.data_dir / "homeserver.db")
     assert_nothing_lost_or_doubled(accounts)
 
 
