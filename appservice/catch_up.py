@@ -27,6 +27,10 @@ from bridge.ports import Clock
 
 log = logging.getLogger(__name__)
 
+# After a catch-up, the rooms are read again a little later: just after it comes back, Synapse
+# can still store a transaction for us that it never sends (its recoverer and its sender race
+# over whether we are up), with events newer than the first reading.
+FOLLOW_UPS = (10.0, 60.0)
 MARGIN = 60.0  # seconds before the last push: events may wait that long behind a slow push
 PAGE = 100
 MAX_PAGES = 20  # per room and catch-up: 2,000 events, far more than a chat has in minutes
@@ -38,8 +42,9 @@ class HomeserverWatch:
     """Notices from our own traffic when events may have gone missing, and since when.
 
     ``gap_since`` is None while nothing suggests a loss; otherwise the wall-clock time (seconds)
-    from which the rooms must be read again. The generation lets a catch-up clear only the gap it
-    covered, not one noticed while it ran.
+    from which the rooms must be read again, once now and then again after each of
+    ``FOLLOW_UPS``. The generation lets a catch-up clear only the gap it covered, not one noticed
+    while it ran.
     """
 
     def __init__(self, clock: Clock) -> None:
@@ -47,6 +52,8 @@ class HomeserverWatch:
         self.last_push: float | None = None
         self.gap_since: float | None = None
         self._generation = 0
+        self._follow_ups: list[float] = []
+        self._due = 0.0  # monotonic time of the next reading
 
     def trace_config(self) -> aiohttp.TraceConfig:
         """Hooks for the HTTP session that talks to the homeserver."""
@@ -77,14 +84,29 @@ class HomeserverWatch:
             log.info("%s: the rooms will be read again once it answers", why)
         self.gap_since = start if self.gap_since is None else min(self.gap_since, start)
         self._generation += 1
+        self._follow_ups = list(FOLLOW_UPS)
+        self._due = 0.0
 
     def gap(self) -> tuple[float, int] | None:
-        """Where a catch-up should start, and the generation to give :meth:`caught_up`."""
-        return None if self.gap_since is None else (self.gap_since, self._generation)
+        """Where a catch-up due now should start, and the generation to give
+        :meth:`caught_up`; None if none is due."""
+        if self.gap_since is None or self._clock.monotonic() < self._due:
+            return None
+        return self.gap_since, self._generation
 
     def caught_up(self, generation: int) -> None:
-        if generation == self._generation:
+        """The catch-up given ``generation`` read every room."""
+        if generation != self._generation:
+            return  # a new gap was noticed meanwhile: it is due at once
+        if self._follow_ups:
+            self._due = self._clock.monotonic() + self._follow_ups.pop(0)
+        else:
             self.gap_since = None
+
+    @property
+    def settled(self) -> bool:
+        """No catch-up due now or later."""
+        return self.gap_since is None
 
 
 class EventReplayer(Protocol):

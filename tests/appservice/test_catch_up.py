@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import pytest
 from mautrix.errors import MatrixConnectionError, MatrixStandardRequestError
 
-from appservice.catch_up import MARGIN, PAGE, CatchUp, HomeserverWatch
+from appservice.catch_up import FOLLOW_UPS, MARGIN, PAGE, CatchUp, HomeserverWatch
 from bridge.model import RoomId
 from tests.fakes import FakeClock
 
@@ -39,11 +39,25 @@ def test_a_catch_up_clears_only_the_gap_it_covered():
     clock = FakeClock()
     watch = HomeserverWatch(clock)
     watch.suspect_gap("down")
-    start, generation = watch.gap()  # type: ignore[misc]
+    _, generation = watch.gap()  # type: ignore[misc]
     watch.suspect_gap("down again, while the catch-up ran")
     watch.caught_up(generation)
-    assert watch.gap() is not None
+    assert watch.gap() is not None  # still due now
+
+
+def test_after_a_catch_up_the_rooms_are_read_again_later_then_left_alone():
+    clock = FakeClock()
+    watch = HomeserverWatch(clock)
+    watch.suspect_gap("down")
+    start, _ = watch.gap()  # type: ignore[misc]
+    for delay in FOLLOW_UPS:
+        watch.caught_up(watch.gap()[1])  # type: ignore[index]
+        assert watch.gap() is None and not watch.settled
+        clock.advance(delay)
+        assert watch.gap()[0] == start  # type: ignore[index]
     watch.caught_up(watch.gap()[1])  # type: ignore[index]
+    assert watch.settled
+    clock.advance(3600)
     assert watch.gap() is None
 
 

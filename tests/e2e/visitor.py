@@ -132,9 +132,10 @@ class Visitor:
 
         return (await self.wait_for(match, what=f"status {status} {fields}"))["conversation"]
 
-    async def wait_message(self, body: str) -> dict[str, Any]:
+    async def wait_message(self, body: str, timeout: float = 10) -> dict[str, Any]:
         frame = await self.wait_for(
             lambda f: f.get("type") == "message" and f["message"]["body"] == body,
+            timeout,
             what=f"message {body!r}",
         )
         return frame["message"]
