@@ -11,7 +11,8 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import aiohttp_jinja2
 import jinja2
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, hdrs, web
+from aiohttp.typedefs import LooseHeaders
 
 from bridge.errors import InvalidInput, NoOpenConversation, NotAllowed, SwitchboardError
 from bridge.model import ConversationId
@@ -51,11 +52,29 @@ START_LIMIT = web.AppKey("start_limit", RateLimiter)
 
 
 def error_response(
-    status: int, code: str, message: str, *, field: str | None = None, ref: str | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    ref: str | None = None,
+    headers: LooseHeaders | None = None,
 ) -> web.Response:
     return web.json_response(
-        {"error": {"code": code, "message": message, "ref": ref, "field": field}}, status=status
+        {"error": {"code": code, "message": message, "ref": ref, "field": field}},
+        status=status,
+        headers=headers,
     )
+
+
+_BODY_HEADERS = frozenset(
+    h.lower() for h in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODING)
+)
+
+
+def _kept_headers(e: web.HTTPException) -> list[tuple[str, str]]:
+    """An HTTP error's own headers (Allow on a 405...), not those of its plain-text body."""
+    return [(k, v) for k, v in e.headers.items() if k.lower() not in _BODY_HEADERS]
 
 
 @web.middleware
@@ -70,8 +89,10 @@ async def errors_middleware(request: web.Request, handler: Callable[..., Awaitab
             raise
         if not request.path.startswith("/api/"):
             # a plain page, so the security headers are added like on every other response
-            return web.Response(status=e.status, text=f"{e.status} {e.reason}")
-        return error_response(e.status, "http_error", e.reason)
+            return web.Response(
+                status=e.status, text=f"{e.status} {e.reason}", headers=_kept_headers(e)
+            )
+        return error_response(e.status, "http_error", e.reason, headers=_kept_headers(e))
     except Exception:
         ref = secrets.token_hex(4)
         log.exception("request %s %s failed [ref %s]", request.method, request.path, ref)

@@ -206,6 +206,14 @@ async def test_not_found_pages_carry_the_security_headers_too(portal: Portal, pa
     assert response.headers.get("X-Content-Type-Options") == "nosniff"
 
 
+async def test_a_page_asked_with_a_method_it_lacks_says_which_it_has(portal: Portal) -> None:
+    response = await (await portal.visitor()).client.put("/")
+    assert response.status == 405
+    assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD"}
+    assert response.content_type == "text/plain"
+    assert "script-src 'self'" in response.headers.get("Content-Security-Policy", "")
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -29,6 +29,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from bridge.model import RoutingSettings
@@ -65,8 +66,7 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
     documented_contract,
-    # unsupported_method (405 and an Allow header for an undeclared method) is left out until
-    # test_an_undeclared_method_is_answered_with_allow passes: with it, every operation fails
+    unsupported_method,  # 405 and an Allow header for a method the path does not have
 ]
 
 
@@ -208,16 +208,6 @@ def test_any_sequence_of_calls_answers_as_documented(live_portal: LivePortal) ->
     run()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "web_portal/app.py:68-74 errors_middleware turns an HTTPException into the JSON error "
-        "but drops its headers. Input: PUT (or TRACE, DELETE...) /api/conversation. Happens: "
-        "405 without an Allow header (Schemathesis ST204, unsupported_method). Should: the 405 "
-        "keeps aiohttp's Allow header (RFC 9110 15.5.6: the server MUST send it), e.g. "
-        "error_response(...) with headers=e.headers."
-    ),
-)
 def test_an_undeclared_method_is_answered_with_allow(live_portal: LivePortal) -> None:
     response = requests.put(f"{live_portal.base_url}/api/conversation", timeout=5)
     assert response.status_code == 405
