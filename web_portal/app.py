@@ -18,6 +18,7 @@ from bridge.errors import InvalidInput, NoOpenConversation, NotAllowed, Switchbo
 from bridge.model import ConversationId
 from bridge.services.conversations import ConversationService
 
+from . import inputs
 from .hub import Subscriber, VisitorHub
 from .openapi import openapi_document
 from .security import ClientAddress, Origins, RateLimiter, Sessions, origin_of
@@ -153,10 +154,7 @@ async def _json_body(request: web.Request) -> Any:
 
 
 def _since(request: web.Request) -> int:
-    try:
-        return max(0, min(int(request.query.get("since", "0")), 2**31))
-    except ValueError:
-        raise InvalidInput("since must be a whole number.") from None
+    return inputs.since(request.query)
 
 
 # -- views ---------------------------------------------------------------------------------
@@ -211,6 +209,8 @@ async def get_conversation(request: web.Request) -> web.Response:
 async def start_conversation(request: web.Request) -> web.Response:
     session_hash = _state_changing(request)
     form = await _json_body(request)
+    if isinstance(form, dict):
+        inputs.within(form, inputs.START_LIMITS)
     conversations = request.app[CONVERSATIONS]
     address = request.app[CLIENT](request)
     limiter = request.app[START_LIMIT]
@@ -233,8 +233,10 @@ async def post_message(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise InvalidInput("Expected a JSON object with client_id and body.")
+    client_id = inputs.client_id(body)
+    inputs.within(body, inputs.MESSAGE_LIMITS)
     message = await request.app[CONVERSATIONS].visitor_message(
-        session_hash, body.get("client_id"), body.get("body")
+        session_hash, client_id, body.get("body")
     )
     return web.json_response({"message": message_json(message)}, status=201)
 

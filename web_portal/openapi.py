@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from bridge.validation import MAX_EMAIL, MAX_MESSAGE, MAX_NAME
+
+from .inputs import EMAIL, MAX_CLIENT_ID, MAX_SEQ, VISIBLE
+
+
+def _text(max_length: int) -> dict[str, Any]:
+    """A required text: at most ``max_length`` characters, at least one of them visible."""
+    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": VISIBLE}
+
 
 def _ref(schema: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{schema}"}
@@ -60,7 +69,9 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                 "in X-CSRF-Token. Live events arrive on the websocket GET /api/ws?since=<seq> "
                 "as JSON frames: {type: message, message}, {type: status, conversation}, "
                 "{type: typing, typing, name}, {type: read, up_to}; the client may send "
-                "{type: ping}. The websocket only accepts the portal's own Origin."
+                "{type: ping}. The websocket only accepts the portal's own Origin. Texts "
+                "are kept as sent except that control and format characters are removed and "
+                "surrounding whitespace is trimmed; what is left must not be empty."
             ),
         },
         "servers": [{"url": settings.public_url}],
@@ -138,10 +149,16 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                     "type": "object",
                     "required": ["name", "topic", "message"],
                     "properties": {
-                        "name": {"type": "string", "maxLength": 80},
-                        "email": {"type": "string", "maxLength": 254},
+                        "name": _text(MAX_NAME),
+                        "email": {
+                            "type": "string",
+                            "nullable": True,
+                            "maxLength": MAX_EMAIL,
+                            "pattern": EMAIL,
+                            "description": "Empty or null if the visitor gives none",
+                        },
                         "topic": {"type": "string", "enum": list(settings.topics)},
-                        "message": {"type": "string", "maxLength": 4000},
+                        "message": _text(MAX_MESSAGE),
                     },
                 },
             },
@@ -163,6 +180,7 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                             "name": "since",
                             "in": "query",
                             "required": False,
+                            "description": "Only the messages after this seq; 0 (default): all",
                             "schema": {"type": "integer", "minimum": 0},
                         }
                     ],
@@ -186,8 +204,16 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                     {"201": _json(_object({"message": _ref("Message")}), "Stored")},
                     body=_object(
                         {
-                            "client_id": {"type": "string", "maxLength": 64},
-                            "body": {"type": "string", "maxLength": 4000},
+                            "client_id": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_CLIENT_ID,
+                                "description": (
+                                    "Chosen by the client, unique per message and the same "
+                                    "when it is sent again: a retry returns the stored message"
+                                ),
+                            },
+                            "body": _text(MAX_MESSAGE),
                         },
                         required=["client_id", "body"],
                     ),
@@ -204,7 +230,10 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                 "post": _post(
                     "The visitor has seen the advisor's messages up to this seq",
                     {"204": {"description": "Sent"}},
-                    body=_object({"up_to": {"type": "integer", "minimum": 1}}, required=["up_to"]),
+                    body=_object(
+                        {"up_to": {"type": "integer", "minimum": 1, "maximum": MAX_SEQ}},
+                        required=["up_to"],
+                    ),
                 )
             },
             "/api/conversation/end": {

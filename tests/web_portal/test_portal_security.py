@@ -554,6 +554,16 @@ async def test_garbage_body_to_end_without_a_chat_is_a_409_json_error(portal: Po
         ("/api/conversation/messages", {"body": ""}, "message"),
         ("/api/conversation/messages", {"body": "\u0000\u0007"}, "message"),
         ("/api/conversation/messages", {"body": 12}, "message"),
+        # what the document says, counted as sent: over the limit only by what would be trimmed
+        ("/api/conversation", {"name": "Vera" + " " * 77}, "name"),
+        ("/api/conversation", {"email": " vera@example.org" + "\u200b" * 240}, "email"),
+        ("/api/conversation", {"message": "Hello" + "\n" * 3996}, "message"),
+        ("/api/conversation/messages", {"body": "hi" + "\t" * 3999}, "message"),
+        # the idempotency key: without it a retried send would be stored twice
+        ("/api/conversation/messages", {"client_id": None}, "client_id"),
+        ("/api/conversation/messages", {"client_id": ""}, "client_id"),
+        ("/api/conversation/messages", {"client_id": "c" * 65}, "client_id"),
+        ("/api/conversation/messages", {"client_id": 7}, "client_id"),
     ],
 )
 async def test_field_error_names_the_field(
