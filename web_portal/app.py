@@ -7,12 +7,12 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Mapping
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import WSMsgType, hdrs, web
-from aiohttp.typedefs import LooseHeaders
+from aiohttp.typedefs import Handler, LooseHeaders
 
 from bridge.errors import InvalidInput, NoOpenConversation, NotAllowed, SwitchboardError
 from bridge.model import ConversationId
@@ -30,6 +30,7 @@ HERE = Path(__file__).parent
 MAX_BODY = 64 * 1024
 MAX_WS_FRAME = 8 * 1024
 CLOSE_NO_SESSION = 4401
+CLOSE_INTERNAL = 1011
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,9 @@ def _kept_headers(e: web.HTTPException) -> list[tuple[str, str]]:
     return [(k, v) for k, v in e.headers.items() if k.lower() not in _BODY_HEADERS]
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
-    """Visitors get a short message and a reference; tracebacks stay in the log."""
+async def _answered(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's response, or the error as a visitor sees it: a short message and a
+    reference; tracebacks stay in the log."""
     try:
         return await handler(request)
     except SwitchboardError as e:
@@ -89,7 +90,6 @@ async def errors_middleware(request: web.Request, handler: Callable[..., Awaitab
         if e.status < 400:
             raise
         if not request.path.startswith("/api/"):
-            # a plain page, so the security headers are added like on every other response
             return web.Response(
                 status=e.status, text=f"{e.status} {e.reason}", headers=_kept_headers(e)
             )
@@ -103,8 +103,24 @@ async def errors_middleware(request: web.Request, handler: Callable[..., Awaitab
 
 
 @web.middleware
-async def security_headers(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
-    response = await handler(request)
+def errors_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    """Every route's errors, worded by :func:`_answered`.
+
+    A plain function rather than a coroutine, so that it can hand the websocket route's
+    coroutine to aiohttp as it is: that route words its own errors (they all happen before the
+    upgrade), and no frame of this middleware then waits under each of the thousands of
+    sockets that stay open for hours."""
+    if request.match_info.handler is websocket:
+        return handler(request)
+    return _answered(request, handler)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response (pages, API, errors, files) as it is prepared: a signal rather than
+    a middleware, for the same reason as above. Not on a websocket's 101, which is no
+    document, and whose headers each idle socket would keep."""
+    if isinstance(response, web.WebSocketResponse):
+        return
     settings = request.app[SETTINGS]
     ancestors = " ".join(["'self'", *settings.allowed_origins])
     response.headers.setdefault(
@@ -116,7 +132,6 @@ async def security_headers(request: web.Request, handler: Callable[..., Awaitabl
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Cache-Control", "no-store")
-    return response
 
 
 def ws_origin(public_url: str) -> str:
@@ -299,13 +314,26 @@ async def _open_conversation(
     return current.id, subscriber
 
 
-async def websocket(request: web.Request) -> web.StreamResponse:
+async def _upgrade(request: web.Request) -> web.StreamResponse:
     if not request.app[ORIGINS].ok(request, required=True):
         raise web.HTTPForbidden(reason="This origin may not open the chat.")
     _since(request)  # a bad `since` is a 400 before the upgrade
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_WS_FRAME, receive_timeout=120)
     await ws.prepare(request)
-    opened = await _open_conversation(request, ws)
+    return ws
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    ws = await _answered(request, _upgrade)
+    if not isinstance(ws, web.WebSocketResponse):
+        return ws  # refused before the upgrade, worded as any other request's error
+    try:
+        opened = await _open_conversation(request, ws)
+    except Exception:
+        ref = secrets.token_hex(4)
+        log.exception("websocket %s failed [ref %s]", request.path, ref)
+        await ws.close(code=CLOSE_INTERNAL, message=f"ref {ref}".encode())
+        return ws
     if opened is None:
         return ws
     conversation_id, subscriber = opened
@@ -315,7 +343,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break  # binary, oversized or broken frames end this socket only
             try:
                 data = json.loads(frame.data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 break
             if isinstance(data, dict) and data.get("type") == "ping":
                 subscriber.offer({"type": "pong"})
@@ -337,9 +365,8 @@ async def health(request: web.Request) -> web.Response:
 def create_app(
     conversations: ConversationService, hub: VisitorHub, settings: PortalSettings
 ) -> web.Application:
-    app = web.Application(
-        client_max_size=MAX_BODY, middlewares=[security_headers, errors_middleware]
-    )
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware])
+    app.on_response_prepare.append(security_headers)
     app[CONVERSATIONS] = conversations
     app[HUB] = hub
     app[SETTINGS] = settings

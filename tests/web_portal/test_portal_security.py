@@ -142,6 +142,27 @@ async def test_websocket_without_a_conversation_is_closed_with_4401(portal: Port
     assert len(portal.hub) == 0
 
 
+async def test_a_failure_after_the_upgrade_closes_that_socket_with_1011_and_a_reference(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    vera = await portal.visitor()
+    await vera.start()
+
+    async def store_down(*args: Any) -> Any:
+        raise RuntimeError("database is gone")
+
+    monkeypatch.setattr(portal.conversations, "current", store_down)
+    ws = await vera.ws()
+    assert await closed(ws) == 1011
+    assert ws.close_code == 1011
+    reference = [r for r in caplog.records if "database is gone" in str(r.exc_info)]
+    assert reference and "[ref " in reference[0].getMessage()
+    assert len(portal.hub) == 0
+    monkeypatch.undo()
+    ws = await vera.ws()  # and the page comes back once the store does
+    await vera.backlog(ws)
+
+
 # -- cookies and headers -------------------------------------------------------------------
 
 
@@ -709,7 +730,7 @@ def test_rate_limiter_memory_bound_does_not_forgive_a_limited_key() -> None:
 # -- websocket abuse -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("frame", ["oversized text", "binary", "not JSON"])
+@pytest.mark.parametrize("frame", ["oversized text", "binary", "not JSON", "deeply nested"])
 async def test_hostile_websocket_frame_closes_only_that_socket(portal: Portal, frame: str) -> None:
     alice, _ = await visitor_in_chat(portal, name="Alice")
     bob, _ = await visitor_in_chat(portal, name="Bob")
@@ -724,6 +745,8 @@ async def test_hostile_websocket_frame_closes_only_that_socket(portal: Portal, f
         await alice_ws.send_str(json.dumps({"type": "ping", "pad": "x" * 8200}))
     elif frame == "binary":
         await alice_ws.send_bytes(b'{"type": "ping"}')
+    elif frame == "deeply nested":
+        await alice_ws.send_str("[" * 8000)
     else:
         await alice_ws.send_str("<script>alert(1)</script>")
     assert await closed(alice_ws) in (1000, 1003, 1009)
