@@ -7,16 +7,18 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Mapping
 
 import aiohttp_jinja2
 import jinja2
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, hdrs, web
+from aiohttp.typedefs import Handler, LooseHeaders
 
 from bridge.errors import InvalidInput, NoOpenConversation, NotAllowed, SwitchboardError
 from bridge.model import ConversationId
 from bridge.services.conversations import ConversationService
 
+from . import inputs
 from .hub import Subscriber, VisitorHub
 from .openapi import openapi_document
 from .security import ClientAddress, Origins, RateLimiter, Sessions, origin_of
@@ -28,6 +30,7 @@ HERE = Path(__file__).parent
 MAX_BODY = 64 * 1024
 MAX_WS_FRAME = 8 * 1024
 CLOSE_NO_SESSION = 4401
+CLOSE_INTERNAL = 1011
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,34 @@ START_LIMIT = web.AppKey("start_limit", RateLimiter)
 
 
 def error_response(
-    status: int, code: str, message: str, *, field: str | None = None, ref: str | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    ref: str | None = None,
+    headers: LooseHeaders | None = None,
 ) -> web.Response:
     return web.json_response(
-        {"error": {"code": code, "message": message, "ref": ref, "field": field}}, status=status
+        {"error": {"code": code, "message": message, "ref": ref, "field": field}},
+        status=status,
+        headers=headers,
     )
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
-    """Visitors get a short message and a reference; tracebacks stay in the log."""
+_BODY_HEADERS = frozenset(
+    h.lower() for h in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODING)
+)
+
+
+def _kept_headers(e: web.HTTPException) -> list[tuple[str, str]]:
+    """An HTTP error's own headers (Allow on a 405...), not those of its plain-text body."""
+    return [(k, v) for k, v in e.headers.items() if k.lower() not in _BODY_HEADERS]
+
+
+async def _answered(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's response, or the error as a visitor sees it: a short message and a
+    reference; tracebacks stay in the log."""
     try:
         return await handler(request)
     except SwitchboardError as e:
@@ -69,9 +90,10 @@ async def errors_middleware(request: web.Request, handler: Callable[..., Awaitab
         if e.status < 400:
             raise
         if not request.path.startswith("/api/"):
-            # a plain page, so the security headers are added like on every other response
-            return web.Response(status=e.status, text=f"{e.status} {e.reason}")
-        return error_response(e.status, "http_error", e.reason)
+            return web.Response(
+                status=e.status, text=f"{e.status} {e.reason}", headers=_kept_headers(e)
+            )
+        return error_response(e.status, "http_error", e.reason, headers=_kept_headers(e))
     except Exception:
         ref = secrets.token_hex(4)
         log.exception("request %s %s failed [ref %s]", request.method, request.path, ref)
@@ -81,8 +103,24 @@ async def errors_middleware(request: web.Request, handler: Callable[..., Awaitab
 
 
 @web.middleware
-async def security_headers(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
-    response = await handler(request)
+def errors_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    """Every route's errors, worded by :func:`_answered`.
+
+    A plain function rather than a coroutine, so that it can hand the websocket route's
+    coroutine to aiohttp as it is: that route words its own errors (they all happen before the
+    upgrade), and no frame of this middleware then waits under each of the thousands of
+    sockets that stay open for hours."""
+    if request.match_info.handler is websocket:
+        return handler(request)
+    return _answered(request, handler)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response (pages, API, errors, files) as it is prepared: a signal rather than
+    a middleware, for the same reason as above. Not on a websocket's 101, which is no
+    document, and whose headers each idle socket would keep."""
+    if isinstance(response, web.WebSocketResponse):
+        return
     settings = request.app[SETTINGS]
     ancestors = " ".join(["'self'", *settings.allowed_origins])
     response.headers.setdefault(
@@ -94,7 +132,6 @@ async def security_headers(request: web.Request, handler: Callable[..., Awaitabl
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Cache-Control", "no-store")
-    return response
 
 
 def ws_origin(public_url: str) -> str:
@@ -132,10 +169,7 @@ async def _json_body(request: web.Request) -> Any:
 
 
 def _since(request: web.Request) -> int:
-    try:
-        return max(0, min(int(request.query.get("since", "0")), 2**31))
-    except ValueError:
-        raise InvalidInput("since must be a whole number.") from None
+    return inputs.since(request.query)
 
 
 # -- views ---------------------------------------------------------------------------------
@@ -190,6 +224,8 @@ async def get_conversation(request: web.Request) -> web.Response:
 async def start_conversation(request: web.Request) -> web.Response:
     session_hash = _state_changing(request)
     form = await _json_body(request)
+    if isinstance(form, dict):
+        inputs.within(form, inputs.START_LIMITS)
     conversations = request.app[CONVERSATIONS]
     address = request.app[CLIENT](request)
     limiter = request.app[START_LIMIT]
@@ -212,8 +248,10 @@ async def post_message(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise InvalidInput("Expected a JSON object with client_id and body.")
+    client_id = inputs.client_id(body)
+    inputs.within(body, inputs.MESSAGE_LIMITS)
     message = await request.app[CONVERSATIONS].visitor_message(
-        session_hash, body.get("client_id"), body.get("body")
+        session_hash, client_id, body.get("body")
     )
     return web.json_response({"message": message_json(message)}, status=201)
 
@@ -276,13 +314,26 @@ async def _open_conversation(
     return current.id, subscriber
 
 
-async def websocket(request: web.Request) -> web.StreamResponse:
+async def _upgrade(request: web.Request) -> web.StreamResponse:
     if not request.app[ORIGINS].ok(request, required=True):
         raise web.HTTPForbidden(reason="This origin may not open the chat.")
     _since(request)  # a bad `since` is a 400 before the upgrade
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_WS_FRAME, receive_timeout=120)
     await ws.prepare(request)
-    opened = await _open_conversation(request, ws)
+    return ws
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    ws = await _answered(request, _upgrade)
+    if not isinstance(ws, web.WebSocketResponse):
+        return ws  # refused before the upgrade, worded as any other request's error
+    try:
+        opened = await _open_conversation(request, ws)
+    except Exception:
+        ref = secrets.token_hex(4)
+        log.exception("websocket %s failed [ref %s]", request.path, ref)
+        await ws.close(code=CLOSE_INTERNAL, message=f"ref {ref}".encode())
+        return ws
     if opened is None:
         return ws
     conversation_id, subscriber = opened
@@ -292,7 +343,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break  # binary, oversized or broken frames end this socket only
             try:
                 data = json.loads(frame.data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 break
             if isinstance(data, dict) and data.get("type") == "ping":
                 subscriber.offer({"type": "pong"})
@@ -314,9 +365,8 @@ async def health(request: web.Request) -> web.Response:
 def create_app(
     conversations: ConversationService, hub: VisitorHub, settings: PortalSettings
 ) -> web.Application:
-    app = web.Application(
-        client_max_size=MAX_BODY, middlewares=[security_headers, errors_middleware]
-    )
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware])
+    app.on_response_prepare.append(security_headers)
     app[CONVERSATIONS] = conversations
     app[HUB] = hub
     app[SETTINGS] = settings

@@ -2,26 +2,62 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
+
+from bridge.validation import MAX_EMAIL, MAX_MESSAGE, MAX_NAME
+
+from .inputs import EMAIL, MAX_CLIENT_ID, MAX_SEQ, VISIBLE
+
+
+def _text(max_length: int) -> dict[str, Any]:
+    """A required text: at most ``max_length`` characters, at least one of them visible."""
+    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": VISIBLE}
+
+
+def _ref(schema: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def _content(schema: str | dict[str, Any]) -> dict[str, Any]:
+    """A JSON body: a component's name, or an inline schema."""
+    return {"application/json": {"schema": _ref(schema) if isinstance(schema, str) else schema}}
+
+
+def _json(schema: str | dict[str, Any], description: str) -> dict[str, Any]:
+    """A response with a JSON body."""
+    return {"description": description, "content": _content(schema)}
 
 
 def _error() -> dict[str, Any]:
-    return {
-        "description": "A clear error",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+    return _json("Error", "A clear error")
 
 
-def _json(schema: str, description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
+def _body(schema: str | dict[str, Any]) -> dict[str, Any]:
+    """A required JSON request body."""
+    return {"required": True, "content": _content(schema)}
+
+
+def _object(properties: dict[str, dict[str, Any]], required: Sequence[str] = ()) -> dict[str, Any]:
+    shape: dict[str, Any] = {"type": "object"}
+    if required:
+        shape["required"] = list(required)
+    shape["properties"] = properties
+    return shape
+
+
+def _post(
+    summary: str, responses: dict[str, Any], body: str | dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A state-changing call: session cookie and CSRF token, and every error a POST can get."""
+    operation: dict[str, Any] = {"summary": summary, "security": [{"session": [], "csrf": []}]}
+    if body is not None:
+        operation["requestBody"] = _body(body)
+    errors = {code: _error() for code in ("400", "403", "409", "413", "429", "503")}
+    operation["responses"] = {**responses, **errors}
+    return operation
 
 
 def openapi_document(settings: Any) -> dict[str, Any]:
-    csrf: list[dict[str, list[str]]] = [{"session": [], "csrf": []}]
-    errors = {code: _error() for code in ("400", "403", "409", "413", "429", "503")}
     return {
         "openapi": "3.0.3",
         "info": {
@@ -33,7 +69,9 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                 "in X-CSRF-Token. Live events arrive on the websocket GET /api/ws?since=<seq> "
                 "as JSON frames: {type: message, message}, {type: status, conversation}, "
                 "{type: typing, typing, name}, {type: read, up_to}; the client may send "
-                "{type: ping}. The websocket only accepts the portal's own Origin."
+                "{type: ping}. The websocket only accepts the portal's own Origin. Texts "
+                "are kept as sent except that control and format characters are removed and "
+                "surrounding whitespace is trimmed; what is left must not be empty."
             ),
         },
         "servers": [{"url": settings.public_url}],
@@ -101,23 +139,26 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                     "required": ["conversation", "messages"],
                     "properties": {
                         "conversation": {
-                            "allOf": [{"$ref": "#/components/schemas/Conversation"}],
+                            "allOf": [_ref("Conversation")],
                             "nullable": True,
                         },
-                        "messages": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/Message"},
-                        },
+                        "messages": {"type": "array", "items": _ref("Message")},
                     },
                 },
                 "StartForm": {
                     "type": "object",
                     "required": ["name", "topic", "message"],
                     "properties": {
-                        "name": {"type": "string", "maxLength": 80},
-                        "email": {"type": "string", "maxLength": 254},
+                        "name": _text(MAX_NAME),
+                        "email": {
+                            "type": "string",
+                            "nullable": True,
+                            "maxLength": MAX_EMAIL,
+                            "pattern": EMAIL,
+                            "description": "Empty or null if the visitor gives none",
+                        },
                         "topic": {"type": "string", "enum": list(settings.topics)},
-                        "message": {"type": "string", "maxLength": 4000},
+                        "message": _text(MAX_MESSAGE),
                     },
                 },
             },
@@ -127,17 +168,7 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                 "get": {
                     "summary": "Start or resume the visitor's session; returns the CSRF token",
                     "responses": {
-                        "200": {
-                            "description": "The CSRF token",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {"csrf_token": {"type": "string"}},
-                                    }
-                                }
-                            },
-                        }
+                        "200": _json(_object({"csrf_token": {"type": "string"}}), "The CSRF token")
                     },
                 }
             },
@@ -149,6 +180,7 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                             "name": "since",
                             "in": "query",
                             "required": False,
+                            "description": "Only the messages after this seq; 0 (default): all",
                             "schema": {"type": "integer", "minimum": 0},
                         }
                     ],
@@ -157,122 +189,58 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                         "400": _error(),
                     },
                 },
-                "post": {
-                    "summary": "Start a conversation (idempotent: an open one is returned)",
-                    "security": csrf,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/StartForm"}
-                            }
-                        },
-                    },
-                    "responses": {
+                "post": _post(
+                    "Start a conversation (idempotent: an open one is returned)",
+                    {
                         "201": _json("ConversationWithMessages", "Started"),
                         "200": _json("ConversationWithMessages", "Already open"),
-                        **errors,
                     },
-                },
+                    body="StartForm",
+                ),
             },
             "/api/conversation/messages": {
-                "post": {
-                    "summary": "Send a message (idempotent per client_id)",
-                    "security": csrf,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["client_id", "body"],
-                                    "properties": {
-                                        "client_id": {"type": "string", "maxLength": 64},
-                                        "body": {"type": "string", "maxLength": 4000},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "201": {
-                            "description": "Stored",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "message": {"$ref": "#/components/schemas/Message"}
-                                        },
-                                    }
-                                }
+                "post": _post(
+                    "Send a message (idempotent per client_id)",
+                    {"201": _json(_object({"message": _ref("Message")}), "Stored")},
+                    body=_object(
+                        {
+                            "client_id": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_CLIENT_ID,
+                                "description": (
+                                    "Chosen by the client, unique per message and the same "
+                                    "when it is sent again: a retry returns the stored message"
+                                ),
                             },
+                            "body": _text(MAX_MESSAGE),
                         },
-                        **errors,
-                    },
-                }
+                        required=["client_id", "body"],
+                    ),
+                )
             },
             "/api/conversation/typing": {
-                "post": {
-                    "summary": "Tell the advisor whether the visitor is typing",
-                    "security": csrf,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["typing"],
-                                    "properties": {"typing": {"type": "boolean"}},
-                                }
-                            }
-                        },
-                    },
-                    "responses": {"204": {"description": "Sent"}, **errors},
-                }
+                "post": _post(
+                    "Tell the advisor whether the visitor is typing",
+                    {"204": {"description": "Sent"}},
+                    body=_object({"typing": {"type": "boolean"}}, required=["typing"]),
+                )
             },
             "/api/conversation/read": {
-                "post": {
-                    "summary": "The visitor has seen the advisor's messages up to this seq",
-                    "security": csrf,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["up_to"],
-                                    "properties": {"up_to": {"type": "integer", "minimum": 1}},
-                                }
-                            }
-                        },
-                    },
-                    "responses": {"204": {"description": "Sent"}, **errors},
-                }
+                "post": _post(
+                    "The visitor has seen the advisor's messages up to this seq",
+                    {"204": {"description": "Sent"}},
+                    body=_object(
+                        {"up_to": {"type": "integer", "minimum": 1, "maximum": MAX_SEQ}},
+                        required=["up_to"],
+                    ),
+                )
             },
             "/api/conversation/end": {
-                "post": {
-                    "summary": "End the conversation",
-                    "security": csrf,
-                    "responses": {
-                        "200": {
-                            "description": "Ended",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "conversation": {
-                                                "$ref": "#/components/schemas/Conversation"
-                                            }
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **errors,
-                    },
-                }
+                "post": _post(
+                    "End the conversation",
+                    {"200": _json(_object({"conversation": _ref("Conversation")}), "Ended")},
+                )
             },
         },
     }

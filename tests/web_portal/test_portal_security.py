@@ -142,6 +142,27 @@ async def test_websocket_without_a_conversation_is_closed_with_4401(portal: Port
     assert len(portal.hub) == 0
 
 
+async def test_a_failure_after_the_upgrade_closes_that_socket_with_1011_and_a_reference(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    vera = await portal.visitor()
+    await vera.start()
+
+    async def store_down(*args: Any) -> Any:
+        raise RuntimeError("database is gone")
+
+    monkeypatch.setattr(portal.conversations, "current", store_down)
+    ws = await vera.ws()
+    assert await closed(ws) == 1011
+    assert ws.close_code == 1011
+    reference = [r for r in caplog.records if "database is gone" in str(r.exc_info)]
+    assert reference and "[ref " in reference[0].getMessage()
+    assert len(portal.hub) == 0
+    monkeypatch.undo()
+    ws = await vera.ws()  # and the page comes back once the store does
+    await vera.backlog(ws)
+
+
 # -- cookies and headers -------------------------------------------------------------------
 
 
@@ -204,6 +225,14 @@ async def test_not_found_pages_carry_the_security_headers_too(portal: Portal, pa
     assert response.status == 404
     assert "script-src 'self'" in response.headers.get("Content-Security-Policy", "")
     assert response.headers.get("X-Content-Type-Options") == "nosniff"
+
+
+async def test_a_page_asked_with_a_method_it_lacks_says_which_it_has(portal: Portal) -> None:
+    response = await (await portal.visitor()).client.put("/")
+    assert response.status == 405
+    assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD"}
+    assert response.content_type == "text/plain"
+    assert "script-src 'self'" in response.headers.get("Content-Security-Policy", "")
 
 
 @pytest.mark.parametrize(
@@ -546,6 +575,16 @@ async def test_garbage_body_to_end_without_a_chat_is_a_409_json_error(portal: Po
         ("/api/conversation/messages", {"body": ""}, "message"),
         ("/api/conversation/messages", {"body": "\u0000\u0007"}, "message"),
         ("/api/conversation/messages", {"body": 12}, "message"),
+        # what the document says, counted as sent: over the limit only by what would be trimmed
+        ("/api/conversation", {"name": "Vera" + " " * 77}, "name"),
+        ("/api/conversation", {"email": " vera@example.org" + "\u200b" * 240}, "email"),
+        ("/api/conversation", {"message": "Hello" + "\n" * 3996}, "message"),
+        ("/api/conversation/messages", {"body": "hi" + "\t" * 3999}, "message"),
+        # the idempotency key: without it a retried send would be stored twice
+        ("/api/conversation/messages", {"client_id": None}, "client_id"),
+        ("/api/conversation/messages", {"client_id": ""}, "client_id"),
+        ("/api/conversation/messages", {"client_id": "c" * 65}, "client_id"),
+        ("/api/conversation/messages", {"client_id": 7}, "client_id"),
     ],
 )
 async def test_field_error_names_the_field(
@@ -691,7 +730,7 @@ def test_rate_limiter_memory_bound_does_not_forgive_a_limited_key() -> None:
 # -- websocket abuse -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("frame", ["oversized text", "binary", "not JSON"])
+@pytest.mark.parametrize("frame", ["oversized text", "binary", "not JSON", "deeply nested"])
 async def test_hostile_websocket_frame_closes_only_that_socket(portal: Portal, frame: str) -> None:
     alice, _ = await visitor_in_chat(portal, name="Alice")
     bob, _ = await visitor_in_chat(portal, name="Bob")
@@ -706,6 +745,8 @@ async def test_hostile_websocket_frame_closes_only_that_socket(portal: Portal, f
         await alice_ws.send_str(json.dumps({"type": "ping", "pad": "x" * 8200}))
     elif frame == "binary":
         await alice_ws.send_bytes(b'{"type": "ping"}')
+    elif frame == "deeply nested":
+        await alice_ws.send_str("[" * 8000)
     else:
         await alice_ws.send_str("<script>alert(1)</script>")
     assert await closed(alice_ws) in (1000, 1003, 1009)
