@@ -38,6 +38,7 @@ from .presenter import Presenter
 from .queue import QueueService
 
 log = logging.getLogger(__name__)
+FORM_CLIENT_ID = "prechat-form"  # the form's first message; never a visitor's own id
 
 
 ABANDON_SWEEP_SECONDS = 5.0
@@ -122,7 +123,7 @@ class ConversationService:
                 author=request.name,
                 body=request.message,
                 ts=now,
-                client_id="prechat-form",
+                client_id=FORM_CLIENT_ID,
                 txn_id=new_txn_id(),
             )
             async with self._store.transaction():
@@ -282,7 +283,9 @@ class ConversationService:
     async def visitor_message(self, session_hash: str, client_id: Any, body: Any) -> Message:
         """Store the visitor's message (once per ``client_id``) and relay it to the room."""
         if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
-            client_id = None
+            raise InvalidInput("client_id must be 1 to 64 characters.", field="client_id")
+        if client_id == FORM_CLIENT_ID:
+            raise InvalidInput("This client_id is reserved for the form.", field="client_id")
         text = validation.message_body(body)
         conversation = await self._open_for(session_hash)
         visitor = await self._store.get_visitor(conversation.visitor_id)
@@ -295,7 +298,7 @@ class ConversationService:
                 author=visitor.name if visitor else "Visitor",
                 body=text,
                 ts=self._clock.now(),
-                client_id=client_id or uuid.uuid4().hex,
+                client_id=client_id,
                 txn_id=new_txn_id(),
             )
         )

@@ -100,6 +100,17 @@ async def test_visitor_messages_are_stored_once_per_client_id_and_relayed_once(d
     assert [s[2] for s in desk.gateway.of("text")] == ["Hi!", "second\nline"]
 
 
+@pytest.mark.parametrize("client_id", [None, "", "x" * 65, 7, "prechat-form"])
+async def test_a_message_needs_its_own_client_id_and_nothing_is_stored_without_one(
+    desk, client_id
+):
+    conversation, _ = await desk.conversations.start("s1", FORM)
+    with pytest.raises(InvalidInput) as refused:
+        await desk.conversations.visitor_message("s1", client_id, "hello")
+    assert refused.value.field == "client_id"
+    assert [m.body for m in await desk.store.messages(conversation.id)] == ["Hi!"]
+
+
 async def test_advisor_messages_are_idempotent_by_event_id_and_reach_the_visitor(desk):
     conversation, _ = await desk.conversations.start("s1", FORM)
     room = conversation.room_id

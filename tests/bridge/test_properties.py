@@ -411,8 +411,9 @@ class DeskMachine(RuleBasedStateMachine):
         else:
             client_id, body = self.fresh("c"), self.fresh("text ")
             if pick % 10 == 0:
-                client_id = None  # an old page without ids: the service makes one up
-            earlier.append((client_id, body))
+                client_id = None  # a client without ids: refused, nothing stored
+            else:
+                earlier.append((client_id, body))
         conversation = self.open_of(session)
         before = list(self.store.messages_.get(conversation.id, [])) if conversation else []
         failures = self.gateway.failures
@@ -420,7 +421,13 @@ class DeskMachine(RuleBasedStateMachine):
             self.conversations.visitor_message(session, client_id, body),
             NoOpenConversation,
             Unavailable,
+            InvalidInput,
         )
+        if client_id is None:
+            assert isinstance(outcome, InvalidInput), outcome
+            if conversation is not None:
+                assert self.store.messages_.get(conversation.id, []) == before
+            return
         if conversation is None:
             assert isinstance(outcome, NoOpenConversation), outcome
             return
@@ -428,7 +435,7 @@ class DeskMachine(RuleBasedStateMachine):
             # saved, not delivered: only ever because the homeserver failed just now
             assert self.gateway.failures > failures, outcome
         after = self.store.messages_[conversation.id]
-        resent = client_id is not None and any(m.client_id == client_id for m in before)
+        resent = any(m.client_id == client_id for m in before)
         assert len(after) == len(before) + (0 if resent else 1)
 
     @rule(session=st.sampled_from(SESSIONS))
