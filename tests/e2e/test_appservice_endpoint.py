@@ -27,6 +27,15 @@ async def test_missing_empty_or_wrong_tokens_are_refused_with_403(sqlite_desks, 
     assert status == 403
 
 
+async def test_our_own_token_for_the_homeserver_is_not_accepted_from_it(sqlite_desks):
+    """The as_token authenticates us to the homeserver; only the hs_token works the other way."""
+    desk = await sqlite_desks.start()
+    status, body = await _put(desk, "t-as", {"events": []}, desk.config.appservice.as_token)
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN"
+    status, _ = await _put(desk, "t-hs", {"events": []}, desk.config.appservice.hs_token)
+    assert status == 200
+
+
 async def test_the_same_events_are_handled_once_however_often_they_come(desks, people):
     desk = await desks.start()
     chat = await people.chatting(desk)
