@@ -58,20 +58,6 @@ async def test_the_same_events_are_handled_once_however_often_they_come(desks, p
     assert [m["body"] for m in history["messages"]].count("said once") == 1
 
 
-async def test_large_transactions_are_accepted(sqlite_desks):
-    desk = await sqlite_desks.start()
-    token = desk.config.appservice.hs_token
-    filler = {
-        "type": "m.room.message",
-        "room_id": "!nowhere:localhost",
-        "sender": "@x:localhost",
-        "content": {"msgtype": "m.text", "body": "x" * 60_000},
-    }
-    events = [dict(filler, event_id=f"$big-{i}") for i in range(110)]  # ~6.6 MB
-    status, _ = await _put(desk, f"big-{uuid.uuid4().hex}", {"events": events}, token)
-    assert status == 200
-
-
 async def test_malformed_transactions_get_a_clear_error_and_nothing_breaks(sqlite_desks):
     desk = await sqlite_desks.start()
     token = desk.config.appservice.hs_token
