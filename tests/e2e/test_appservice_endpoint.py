@@ -1,4 +1,6 @@
-"""The endpoint the homeserver pushes to: authentication, idempotency, big transactions."""
+"""The endpoint the homeserver pushes to: authentication, idempotency, malformed input.
+
+Big transactions under load are in tests/faults/test_large_transactions.py."""
 
 from __future__ import annotations
 
