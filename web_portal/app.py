@@ -42,6 +42,9 @@ class PortalSettings:
     trusted_proxies: tuple[str, ...]
     starts_per_minute: int
     secret: str
+    # a page that stops answering pings (gone, or stalled mid-frame) is closed within about
+    # 1.5× this; its socket is freed and it reconnects with `since` when it comes back
+    heartbeat: float = 30.0
 
 
 CONVERSATIONS = web.AppKey("conversations", ConversationService)
@@ -318,7 +321,8 @@ async def _upgrade(request: web.Request) -> web.StreamResponse:
     if not request.app[ORIGINS].ok(request, required=True):
         raise web.HTTPForbidden(reason="This origin may not open the chat.")
     _since(request)  # a bad `since` is a 400 before the upgrade
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_WS_FRAME, receive_timeout=120)
+    beat = request.app[SETTINGS].heartbeat
+    ws = web.WebSocketResponse(heartbeat=beat, max_msg_size=MAX_WS_FRAME, receive_timeout=4 * beat)
     await ws.prepare(request)
     return ws
 

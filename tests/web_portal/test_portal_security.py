@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import time
 from http.cookies import SimpleCookie
 from types import SimpleNamespace
 from typing import Any
@@ -761,6 +762,29 @@ async def test_hostile_websocket_frame_closes_only_that_socket(portal: Portal, f
     alice_ws = await alice.ws()
     backlog, _ = await alice.backlog(alice_ws)
     assert [m["body"] for m in backlog] == ["Hello"]
+
+
+async def test_a_frame_trickled_in_and_stalled_closes_only_that_socket(
+    make_portal: PortalFactory,
+) -> None:
+    portal = await make_portal(heartbeat=0.5)
+    alice, _ = await visitor_in_chat(portal, name="Alice")
+    bob, _ = await visitor_in_chat(portal, name="Bob")
+    alice_ws = await alice.client.ws_connect("/api/ws", headers={"Origin": ORIGIN}, autoping=False)
+    bob_ws = await bob.ws()
+    await alice.backlog(alice_ws)
+    await bob.backlog(bob_ws)
+    bobs_next = asyncio.create_task(next_frame(bob_ws))  # Bob's page reads (and answers pings)
+
+    # the start of a masked text frame of 100 bytes, then nothing more: a slowloris page
+    alice_ws._writer.transport.write(b"\x81\xe4\x00\x00\x00\x00" + b"{" * 10)
+    began = time.monotonic()
+    assert await closed(alice_ws, timeout=5) in (1000, 1001, 1006, 1011)
+    assert time.monotonic() - began < 5
+    assert len(portal.hub) == 1
+
+    assert (await bob.say("still here"))[0] == 201
+    assert (await bobs_next)["message"]["body"] == "still here"
 
 
 class FakeSocket:
