@@ -78,14 +78,15 @@ class LatentStore:
 # -- the OpenAPI document as a checker ------------------------------------------------------
 
 
-def _json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 schema -> JSON Schema: ``nullable``, and no undocumented properties."""
+def json_schema(node: Any, closed: bool = True) -> Any:
+    """OpenAPI 3.0 schema -> JSON Schema: ``nullable``, and (``closed``) no undocumented
+    properties, as a response must be; a request may carry more."""
     if isinstance(node, list):
-        return [_json_schema(n) for n in node]
+        return [json_schema(n, closed) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _json_schema(v) for k, v in node.items() if k != "nullable"}
-    if "properties" in out and "additionalProperties" not in out:
+    out = {k: json_schema(v, closed) for k, v in node.items() if k != "nullable"}
+    if closed and "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
     if node.get("nullable"):
         return {"anyOf": [out, {"type": "null"}]}
@@ -108,10 +109,10 @@ class Contract:
 
     def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
-        self._components = _json_schema(document["components"])
+        self._components = json_schema(document["components"])
 
     def _validate(self, schema: dict[str, Any], value: Any) -> None:
-        root = {**_json_schema(schema), "components": self._components}
+        root = {**json_schema(schema), "components": self._components}
         jsonschema.Draft202012Validator(root, format_checker=_FORMATS).validate(value)
 
     def schema(self, name: str, value: Any) -> None:

@@ -54,7 +54,7 @@ from web_portal.hub import VisitorHub
 from web_portal.inputs import MAX_CLIENT_ID
 from web_portal.openapi import openapi_document
 
-from .conftest import CONTRACT, TOPICS, make_settings
+from .conftest import CONTRACT, TOPICS, json_schema, make_settings
 
 CSRF_HEADER = "X-CSRF-Token"
 FORM_OK = {"name": "Vera", "topic": "general", "message": "Hello"}
@@ -73,22 +73,15 @@ def documented_contract(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
-def _json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 -> JSON Schema: ``nullable`` only (requests may carry more properties)."""
-    if isinstance(node, list):
-        return [_json_schema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _json_schema(v) for k, v in node.items() if k != "nullable"}
-    return {"anyOf": [out, {"type": "null"}]} if node.get("nullable") else out
-
-
 @functools.lru_cache
 def request_validator(path: str, method: str) -> jsonschema_rs.Validator:
     """The document's own verdict on a request body, ``\\p{C}`` read as Unicode defines it."""
     body = DOCUMENT["paths"][path][method.lower()]["requestBody"]
     schema = body["content"]["application/json"]["schema"]
-    root = {**_json_schema(schema), "components": _json_schema(DOCUMENT["components"])}
+    root = {
+        **json_schema(schema, closed=False),
+        "components": json_schema(DOCUMENT["components"], closed=False),
+    }
     return jsonschema_rs.Draft4Validator(root)
 
 
