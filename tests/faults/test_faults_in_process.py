@@ -178,6 +178,12 @@ async def test_a_page_that_stops_reading_is_cut_off_and_nobody_else_notices(sqli
     stuck = await slow.http.ws_connect(
         f"{slow.url}/api/ws", origin=slow.url, max_msg_size=0
     )  # connected, and then never reads a byte
+    # ws_connect returns at the 101, before the server has looked the page's conversation up:
+    # frames published before it subscribes reach nobody, and too few are left to cut it off
+    deadline = time.monotonic() + 5
+    while not desk.hub.is_watching(slow_id) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert desk.hub.is_watching(slow_id)
     await fast.connect()
     await fast.wait_for(lambda f: f.get("type") == "status")
     big = {"type": "typing", "typing": True, "name": "x" * 32_000}
