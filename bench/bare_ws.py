@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import signal
 import sys
 from typing import Any
 
 from aiohttp import web
 
 from .settings import raise_open_files_limit
+from .stdio import serve_requests
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -32,6 +30,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def _ok(_request: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": True}
+
+
 async def serve(port: int) -> None:
     raise_open_files_limit()
     app = web.Application()
@@ -39,31 +41,8 @@ async def serve(port: int) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-    def answer(payload: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(payload) + "\n")
-        sys.stdout.flush()
-
-    async def requests() -> None:
-        while True:
-            line = await reader.readline()
-            if not line or json.loads(line).get("op") == "stop":
-                return
-            answer({"ok": True})
-
     try:
-        answer({"ready": True, "pid": os.getpid()})
-        served = asyncio.ensure_future(requests())
-        stop = asyncio.ensure_future(stopping.wait())
-        await asyncio.wait({served, stop}, return_when=asyncio.FIRST_COMPLETED)
-        served.cancel()
-        stop.cancel()
+        await serve_requests(_ok)
     finally:
         await runner.cleanup()
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import logging
-import os
-import signal
 import sys
 import time
 import uuid
@@ -49,6 +48,7 @@ from bridge.model import (
 from web_portal.security import Sessions
 
 from .settings import configure, raise_open_files_limit
+from .stdio import serve_requests
 
 log = logging.getLogger("bench.runner")
 
@@ -117,38 +117,8 @@ async def serve(args: argparse.Namespace) -> None:
     config = configure(load(Path(args.config)), **json.loads(args.settings))
     switchboard = Switchboard(config)
     await switchboard.start()
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-    def answer(payload: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(payload) + "\n")
-        sys.stdout.flush()
-
-    async def requests() -> None:
-        while True:
-            line = await reader.readline()
-            if not line:
-                return  # our benchmark went away
-            request = json.loads(line)
-            if request.get("op") == "stop":
-                return
-            try:
-                answer(await handle(switchboard, request))
-            except Exception as e:
-                log.exception("request %s failed", request.get("op"))
-                answer({"error": repr(e)})
-
     try:
-        answer({"ready": True, "pid": os.getpid()})
-        served = asyncio.ensure_future(requests())
-        stop = asyncio.ensure_future(stopping.wait())
-        await asyncio.wait({served, stop}, return_when=asyncio.FIRST_COMPLETED)
-        served.cancel()
-        stop.cancel()
+        await serve_requests(functools.partial(handle, switchboard))
     finally:
         await switchboard.stop()
 
