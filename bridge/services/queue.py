@@ -288,7 +288,7 @@ class QueueService:
                 advisor=advisor,
                 invite_deadline=None,
                 skipped=(),
-                invited=tuple(a for a in conversation.invited if a != advisor),  # taken
+                invited=_without(conversation.invited, advisor),  # taken
             )
             name = stored_advisor.name
             async with self._store.transaction():
@@ -401,9 +401,7 @@ class QueueService:
                 latest = await self._store.get_conversation(conversation_id)
                 if latest is not None and advisor in latest.invites_to_withdraw:
                     await self._store.save_conversation(
-                        dataclasses.replace(
-                            latest, invited=tuple(a for a in latest.invited if a != advisor)
-                        )
+                        dataclasses.replace(latest, invited=_without(latest.invited, advisor))
                     )
 
     async def retry_withdrawals(self) -> None:
@@ -441,6 +439,10 @@ class QueueService:
 
 def _with(mxids: tuple[AdvisorMxid, ...], mxid: AdvisorMxid) -> tuple[AdvisorMxid, ...]:
     return tuple(dict.fromkeys(mxids + (mxid,)))
+
+
+def _without(mxids: tuple[AdvisorMxid, ...], mxid: AdvisorMxid) -> tuple[AdvisorMxid, ...]:
+    return tuple(m for m in mxids if m != mxid)
 
 
 def system_message(conversation_id: ConversationId, body: str, now: float) -> Message:
