@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, generate, load
+from .db.lockfile import DatabaseInUse
 
 
 def setup_logging(level: str) -> None:
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"switchboard: {e}", file=sys.stderr)
         return 2
+    except DatabaseInUse as e:
+        print(f"switchboard: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

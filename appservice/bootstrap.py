@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -11,12 +14,10 @@ from mautrix.appservice import AppServiceAPI
 from mautrix.types import UserID
 from mautrix.util.async_db import Database
 
-from bridge.model import Presence, RoomId, RoutingSettings
+from bridge.desk import DeskSettings, build_desk
+from bridge.events import DomainEvent
+from bridge.model import RoomId, RoutingSettings
 from bridge.ports import Clock, VisitorChannel
-from bridge.services.advisors import AdvisorService
-from bridge.services.conversations import ConversationService
-from bridge.services.presenter import Presenter
-from bridge.services.queue import QueueService
 from web_portal.app import PortalSettings, create_app
 from web_portal.hub import VisitorHub
 
@@ -24,18 +25,39 @@ from .catch_up import CatchUp, HomeserverWatch
 from .clock import WallClock
 from .commands import CommandRegistry
 from .commands import desk as desk_commands
+from .commands import outbox as outbox_commands
 from .config import Config
 from .db import AppserviceLog, SqlStore, close_database, open_database, parse_database_url
 from .db.fanout import PgFanout
+from .db.lockfile import SingleProcessLock
 from .events import MatrixEventHandler
 from .matrix_gateway import MautrixGateway, MemoryASStateStore
 from .transactions import AppserviceEndpoint
 
 log = logging.getLogger(__name__)
 
+#: For fault tests only: "<EventType>:<n>" SIGKILLs the process right after the n-th commit that
+#: raised that event, before any handler runs (the deterministic crash of tests/faults).
+CRASH_HOOK = "SWITCHBOARD_FAULT_KILL_AFTER_COMMIT"
+
+
+def _crash_after(spec: str) -> Callable[[list[DomainEvent]], None]:
+    kind, _, count = spec.partition(":")
+    left = [int(count or 1)]
+
+    def hook(events: list[DomainEvent]) -> None:
+        if any(type(e).__name__ == kind for e in events):
+            left[0] -= 1
+            if left[0] == 0:
+                log.warning("%s: killed right after a commit that raised %s", CRASH_HOOK, kind)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
 TICK_SECONDS = 1.0
 PING_SECONDS = 5.0
 TXN_LOG_KEEP = 7 * 24 * 3600.0
+OUTBOX_KEEP = 24 * 3600.0  # done rows: for reading what happened, then pruned
 
 
 class Switchboard:
@@ -46,6 +68,8 @@ class Switchboard:
         self.clock = clock or WallClock()
         self._runners: list[web.AppRunner] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._lock: SingleProcessLock | None = None
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
         self.hub = VisitorHub()
@@ -53,14 +77,21 @@ class Switchboard:
 
     async def start(self) -> None:
         config = self.config
+        db_url = parse_database_url(config.database_url)
+        postgres = db_url.dialect == "postgres"
+        if db_url.sqlite_path is not None:
+            # one process only: its dispatcher owns every outbox row (and clears old claims)
+            self._lock = SingleProcessLock(db_url.sqlite_path)
+            self._lock.acquire()
         self._db = await open_database(config.database_url)
         db = self._db
-        self.store = SqlStore(db)
+        channel_name = PgFanout.channel_name(db_url) if postgres else None
+        self.store = SqlStore(db, notify_channel=channel_name)
         channel: VisitorChannel = self.hub
-        db_url = parse_database_url(config.database_url)
-        if db_url.dialect == "postgres":
-            # several processes may share this database: events reach every process's pages
-            self._fanout = PgFanout(db_url, db, self.store, self.hub)
+        if postgres:
+            # several processes may share this database: events reach every process's pages,
+            # and new outbox rows wake every process's dispatcher
+            self._fanout = PgFanout(db_url, db, self.store, self.hub, self._wake_dispatcher)
             await self._fanout.start()
             channel = self._fanout
         self.watch = HomeserverWatch(self.clock)
@@ -74,39 +105,29 @@ class Switchboard:
             client_session=self._http,
         )
         self.gateway = MautrixGateway(config, api)
-        clock = self.clock
         topics = config.portal.topics
-        presenter = Presenter(self.store, channel, topics)
-        self.queue = QueueService(
-            self.store,
-            self.gateway,
-            presenter,
-            clock,
-            RoutingSettings(config.routing.capacity, config.routing.invite_timeout),
-        )
-        self.conversations = ConversationService(
+        self.desk = build_desk(
             self.store,
             self.gateway,
             channel,
-            presenter,
-            self.queue,
-            clock,
-            topics,
-            abandon_after=config.routing.abandon_after,
+            self.clock,
+            DeskSettings(
+                topics=topics,
+                routing=RoutingSettings(config.routing.capacity, config.routing.invite_timeout),
+                abandon_after=config.routing.abandon_after,
+            ),
         )
-        self.advisors = AdvisorService(self.store, self.queue)
+        crash_after = os.environ.get(CRASH_HOOK)
+        if crash_after:
+            self.desk.uow.after_commit.append(_crash_after(crash_after))
+        self.queue = self.desk.queue
+        self.visitors = self.desk.visitors
+        self.rooms = self.desk.rooms
+        self.advisors = self.desk.advisors
         commands = CommandRegistry()
-        desk_commands.register(
-            commands,
-            self.advisors,
-            self.conversations,
-            default_capacity=config.routing.capacity,
-            welcome_advisor=self.welcome_advisor,
-            open_conversations=self.store.open_conversations,
-        )
-        events = MatrixEventHandler(
-            config, self.gateway, self.conversations, self.advisors, commands
-        )
+        desk_commands.register(commands, self.desk, default_capacity=config.routing.capacity)
+        outbox_commands.register(commands, self.store.outbox, self.clock, self._wake_dispatcher)
+        events = MatrixEventHandler(config, self.desk, commands)
         self.txn_log = AppserviceLog(db, self.clock)
         self.endpoint = AppserviceEndpoint(
             config.appservice.hs_token, self.txn_log, events, self.watch
@@ -117,7 +138,7 @@ class Switchboard:
             # the homeserver may have restarted while we were down, losing what it held for us
             self.watch.suspect_gap("Switchboard started", since=last_push)
         portal = create_app(
-            self.conversations,
+            self.visitors,
             self.hub,
             PortalSettings(
                 public_url=config.portal.public_url,
@@ -132,6 +153,11 @@ class Switchboard:
         await self._serve(self.endpoint.app(), config.appservice.hostname, config.appservice.port)
         await self._serve(portal, config.portal.hostname, config.portal.port)
         await self._prepare_bot()
+        if not postgres:
+            # one process only: a claim still held is from before a crash or a restart
+            await self.store.outbox.release_claims()
+        await self.visitors.watch_queued()
+        self._dispatcher = asyncio.create_task(self.desk.outbox.run_forever())
         self._ticker = asyncio.create_task(self._tick_forever())
         log.info(
             "Switchboard is running: portal %s, appservice endpoint %s:%d",
@@ -159,31 +185,15 @@ class Switchboard:
         except Exception as e:
             log.warning("the homeserver could not reach our appservice endpoint: %s", e)
 
-    async def welcome_advisor(self, mxid: str) -> None:
-        """A direct chat with the new advisor, so they can talk to the bot (and we see their
-        presence, which the homeserver only shares with users who share a room)."""
-        bot = self.gateway.bot
-        room_id = await bot.create_room(
-            is_direct=True, invitees=[UserID(mxid)], name="Switchboard"
-        )
-        await bot.state_store.joined(room_id, bot.mxid)
-        await self.advisors.set_control_room(mxid, room_id)  # type: ignore[arg-type]
-        await bot.send_notice(
-            room_id,
-            "You are now a Switchboard advisor. Type !available to start receiving visitors, "
-            "!away to stop, and !help for everything else. Visitors arrive as room invites.",
-        )
-        try:
-            presence = await bot.get_presence(UserID(mxid))
-            await self.advisors.presence_changed(mxid, Presence(presence.presence.value))
-        except Exception:
-            log.debug("presence of %s not known yet", mxid, exc_info=True)
-
     async def _served_rooms(self) -> list[RoomId]:
         """The rooms whose events the desk acts on: open conversations, advisors' chats."""
         rooms = [c.room_id for c in await self.store.open_conversations() if c.room_id]
         rooms += [a.control_room for a in await self.store.advisors() if a.control_room]
         return list(dict.fromkeys(rooms))
+
+    def _wake_dispatcher(self) -> None:
+        if self._dispatcher is not None:
+            self.desk.outbox.wake()
 
     async def _ping_homeserver(self) -> None:
         """Ask the homeserver to ping us: that also resets its back-off of pushes to us.
@@ -209,21 +219,22 @@ class Switchboard:
                     next_ping = self.clock.monotonic() + PING_SECONDS
                     await self._ping_homeserver()
                 await self._catch_up_if_needed()
-                await self.conversations.tick()
                 if self.clock.monotonic() >= next_prune:
                     # the homeserver gives up retrying long before a week has passed
                     await self.txn_log.prune(self.clock.now() - TXN_LOG_KEEP)
+                    await self.store.outbox.prune(self.clock.now() - OUTBOX_KEEP)
                     next_prune = self.clock.monotonic() + 3600
             except Exception:
                 log.warning("housekeeping failed; retrying in %.0fs", TICK_SECONDS, exc_info=True)
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            try:
-                await self._ticker
-            except asyncio.CancelledError:
-                pass
+        for task in (self._ticker, self._dispatcher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._ticker = self._dispatcher = None
+        if hasattr(self, "desk"):
+            await self.desk.outbox.stop()
         await self.hub.close_all()
         if self._fanout is not None:
             await self._fanout.stop()
@@ -236,3 +247,6 @@ class Switchboard:
         if self._db is not None:
             await close_database(self._db)
             self._db = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -94,8 +94,7 @@ async def run_demo(data_dir: Path) -> None:
         await switchboard.start()
         ana = f"@ana:{SERVER_NAME}"
         _, created = await switchboard.advisors.add(ana, "Ana")
-        if created:
-            await switchboard.welcome_advisor(ana)
+        if created:  # welcomed in a direct chat with the bot, from the outbox
             await switchboard.advisors.set_available(ana, True)
         _say("[3/3] Ready.\n")
         _say(f"  Visitor portal:  {config.portal.public_url}/")

@@ -10,15 +10,12 @@ import logging
 from typing import Any
 
 from mautrix.errors import IntentError, MatrixRequestError
-from mautrix.types import RoomID as MxRoomID
 
+from bridge.desk import Desk
 from bridge.model import AdvisorMxid, EventId, Presence, RoomId
-from bridge.services.advisors import AdvisorService
-from bridge.services.conversations import ConversationService
 
 from .commands import CommandContext, CommandRegistry, Role
 from .config import Config
-from .matrix_gateway import MautrixGateway
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +31,13 @@ class MatrixEventHandler:
     def __init__(
         self,
         config: Config,
-        gateway: MautrixGateway,
-        conversations: ConversationService,
-        advisors: AdvisorService,
+        desk: Desk,
         commands: CommandRegistry,
     ) -> None:
         self._config = config
-        self._gateway = gateway
-        self._conversations = conversations
-        self._advisors = advisors
+        self._conversations = desk.rooms
+        self._advisors = desk.advisors
+        self._bot = desk.bot
         self._commands = commands
         self._puppet_prefix = f"@{config.appservice.user_prefix}"
 
@@ -95,7 +90,7 @@ class MatrixEventHandler:
             return
         if target == self._config.bot_mxid:
             if membership == "invite" and not self._ours(sender):
-                await self._accept_invite(room_id, sender)
+                await self._bot.invited(room_id, sender)
             return
         if self._ours(target):
             return
@@ -107,22 +102,6 @@ class MatrixEventHandler:
             await self._conversations.advisor_joined(room_id, advisor)
         elif membership in ("leave", "ban"):
             await self._conversations.advisor_left(room_id, advisor)
-
-    async def _accept_invite(self, room_id: RoomId, inviter: str) -> None:
-        """Anyone may open a direct chat with the bot; commands check who may do what."""
-        try:
-            await self._gateway.bot.join_room_by_id(MxRoomID(room_id))
-        except Exception:
-            log.warning(
-                "could not join %s after an invite from %s", room_id, inviter, exc_info=True
-            )
-            return
-        if await self._advisors.get(inviter) is not None:
-            await self._advisors.set_control_room(inviter, room_id)
-        await self._gateway.bot.send_notice(
-            MxRoomID(room_id),
-            "Hello! I am the Switchboard bot. Type !help for what I can do for you.",
-        )
 
     async def _message(
         self,
@@ -161,7 +140,7 @@ class MatrixEventHandler:
         )
 
         async def reply(text: str) -> None:
-            await self._gateway.bot.send_notice(MxRoomID(room_id), text)
+            await self._bot.say(room_id, text)
 
         await self._commands.run(
             body.strip(),

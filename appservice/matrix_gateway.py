@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import aiohttp
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client import ClientAPI
 from mautrix.client.state_store.memory import MemoryStateStore
-from mautrix.errors import MAlreadyJoined, MatrixRequestError, MForbidden
+from mautrix.errors import (
+    MAlreadyJoined,
+    MatrixConnectionError,
+    MatrixRequestError,
+    MForbidden,
+)
 from mautrix.types import (
     EventContent,
     EventID,
@@ -21,7 +31,8 @@ from mautrix.types import (
     UserID,
 )
 
-from bridge.model import AdvisorMxid, EventId, PuppetMxid, RoomId, Visitor
+from bridge.errors import TemporarilyUnavailable
+from bridge.model import AdvisorMxid, EventId, Presence, PuppetMxid, RoomId, Visitor
 
 from .config import Config
 
@@ -29,6 +40,35 @@ log = logging.getLogger(__name__)
 
 TXN_KEY = "org.switchboard.txn_id"
 RESEND_LOOKBACK = 100  # events: far more than a visitor sends while the homeserver is away
+PRESENCES = {p.value: p for p in Presence}
+NOT_THERE = ("not in the room", "not in room", "not invited", "not joined")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _classified(method: F) -> F:
+    """The homeserver's failures in the core's terms: what may work later (unreachable,
+    timeouts, 5xx, 429) raises TemporarilyUnavailable; a refusal stays what it is."""
+
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except (MatrixConnectionError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise TemporarilyUnavailable(f"homeserver unreachable: {e}") from e
+        except MatrixRequestError as e:
+            status = getattr(e, "http_status", 0)
+            if status == 429 or status >= 500:
+                raise TemporarilyUnavailable(f"homeserver answered {status}: {e}") from e
+            raise
+
+    return call  # type: ignore[return-value]
+
+
+def _gone(error: MatrixRequestError) -> bool:
+    """The homeserver refused because the user is not there (left, declined, removed)."""
+    text = str(getattr(error, "message", "") or error).lower()
+    return isinstance(error, MForbidden) and any(phrase in text for phrase in NOT_THERE)
 
 
 class MemoryASStateStore(ASStateStore, MemoryStateStore):
@@ -48,6 +88,7 @@ class MautrixGateway:
     def puppet(self, mxid: str) -> IntentAPI:
         return self._api.intent(UserID(mxid))
 
+    @_classified
     async def create_puppet(self, visitor: Visitor) -> PuppetMxid:
         mxid = PuppetMxid(self._config.puppet_mxid(visitor.id))
         intent = self.puppet(mxid)
@@ -57,6 +98,7 @@ class MautrixGateway:
         await intent.set_displayname(f"{visitor.name} (visitor)", check_current=False)
         return mxid
 
+    @_classified
     async def create_room(self, puppet: PuppetMxid, name: str, topic: str) -> RoomId:
         bot = self.bot.mxid
         room_id = await self.bot.create_room(
@@ -90,14 +132,17 @@ class MautrixGateway:
         await self.bot.state_store.joined(room_id, bot)
         return RoomId(room_id)
 
+    @_classified
     async def puppet_join(self, room_id: RoomId, puppet: PuppetMxid) -> None:
         # the join event carries the puppet's display name, set by create_puppet before
         await self.puppet(puppet).join_room_by_id(RoomID(room_id))
 
+    @_classified
     async def post_notice(self, room_id: RoomId, text: str, txn_id: str) -> EventId:
         content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)
         return await _send_message(self.bot, room_id, content, txn_id)
 
+    @_classified
     async def send_visitor_text(
         self, room_id: RoomId, puppet: PuppetMxid, body: str, txn_id: str
     ) -> EventId:
@@ -106,6 +151,7 @@ class MautrixGateway:
         content[TXN_KEY] = txn_id  # lets a resend find this event (find_visitor_text)
         return await _send_message(self.puppet(puppet), room_id, content, txn_id)
 
+    @_classified
     async def find_visitor_text(
         self, room_id: RoomId, puppet: PuppetMxid, txn_id: str
     ) -> EventId | None:
@@ -118,6 +164,7 @@ class MautrixGateway:
                 return EventId(event.event_id)
         return None
 
+    @_classified
     async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> bool:
         room = RoomID(room_id)
         await self.bot.ensure_joined(room)  # the cache answers, except after a restart
@@ -134,21 +181,47 @@ class MautrixGateway:
             raise
         return False
 
+    @_classified
     async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
         try:
             await self.bot.kick_user(RoomID(room_id), UserID(advisor), reason=reason)
         except MatrixRequestError as e:
-            # already gone (declined, left): nothing to withdraw
-            log.debug("withdrawing %s from %s: %s", advisor, room_id, e)
+            if not _gone(e):
+                raise
+            log.debug("nothing to withdraw: %s is not in %s (%s)", advisor, room_id, e)
 
+    @_classified
     async def set_visitor_typing(self, room_id: RoomId, puppet: PuppetMxid, typing: bool) -> None:
         await self.puppet(puppet).set_typing(RoomID(room_id), timeout=6000 if typing else 0)
 
+    @_classified
     async def mark_read(self, room_id: RoomId, puppet: PuppetMxid, event_id: EventId) -> None:
         await self.puppet(puppet).mark_read(RoomID(room_id), EventID(event_id))
 
+    @_classified
+    async def bot_join(self, room_id: RoomId) -> None:
+        await self.bot.join_room_by_id(RoomID(room_id))
+
+    @_classified
+    async def open_direct_chat(self, advisor: AdvisorMxid) -> RoomId:
+        room_id = await self.bot.create_room(
+            is_direct=True, invitees=[UserID(advisor)], name="Switchboard"
+        )
+        await self.bot.state_store.joined(room_id, self.bot.mxid)
+        return RoomId(room_id)
+
+    @_classified
+    async def presence(self, user: AdvisorMxid) -> Presence:
+        found = await self.bot.get_presence(UserID(user))
+        return PRESENCES.get(found.presence.value, Presence.UNKNOWN)
+
+    @_classified
     async def puppet_leave(self, room_id: RoomId, puppet: PuppetMxid) -> None:
-        await self.puppet(puppet).leave_room(RoomID(room_id))
+        try:
+            await self.puppet(puppet).leave_room(RoomID(room_id))
+        except MatrixRequestError as e:
+            if not _gone(e):  # gone already (a retry after a lost answer): done
+                raise
 
 
 async def _send_message(

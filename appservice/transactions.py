@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from bridge.outbox import CAUSE, Cause
+
 log = logging.getLogger(__name__)
 
 MAX_TRANSACTION_BYTES = 16 * 1024 * 1024  # Synapse sends up to ~6.4 MiB
@@ -128,8 +130,15 @@ class AppserviceEndpoint:
                 continue
             if await self._log.event_handled(event_id):
                 continue
-            await self._sink.handle(event)
-            await self._log.mark_event(event_id)
+            # a change the event causes commits with its handled-mark (see bridge.outbox)
+            cause = Cause(event_id)
+            token = CAUSE.set(cause)
+            try:
+                await self._sink.handle(event)
+            finally:
+                CAUSE.reset(token)
+            if not cause.recorded:
+                await self._log.mark_event(event_id)
             handled += 1
         return handled
 

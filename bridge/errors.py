@@ -44,3 +44,17 @@ class Unavailable(SwitchboardError):
 class RateLimited(SwitchboardError):
     code = "rate_limited"
     status = 429
+
+
+class IllegalTransition(Exception):
+    """A change of state that the domain's rules forbid (a bug or a stale decision, never a
+    visitor's input): the caller re-reads the state and decides again, or drops the change."""
+
+
+class TemporarilyUnavailable(Exception):
+    """The outside world (the homeserver) cannot do it now but may later: retried without
+    counting as a failure. ``retry_after``: seconds the other side asked us to wait."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import NewType
+from typing import Any, NewType
+
+from . import events
+from .errors import IllegalTransition
 
 VisitorId = NewType("VisitorId", str)
 ConversationId = NewType("ConversationId", str)
@@ -82,6 +86,14 @@ class Advisor:
 
 @dataclass(frozen=True)
 class Conversation:
+    """A visitor's conversation. It changes only through its transitions (``offer``,
+    ``accept``, ``skip``, ``release``, ``end``, ``room_made``): each checks that it is allowed,
+    and returns the new state with the domain events it raises (see :mod:`bridge.events`).
+
+    ``version`` counts the transitions: pages ignore a status older than the one they show,
+    and a timer set for one version does nothing once the conversation has moved on.
+    """
+
     id: ConversationId
     visitor_id: VisitorId
     topic: str
@@ -96,18 +108,104 @@ class Conversation:
     read_up_to: int = 0
     ended_at: float | None = None
     ended_by: Sender | None = None
-    announced: bool = False  # the form's answers are posted in the room
-    room_closed: bool = False  # ended, and the Matrix side of the end is done
-    # advisors the desk invited whose invite is neither taken (joined) nor withdrawn yet
-    invited: tuple[AdvisorMxid, ...] = ()
+    version: int = 0
 
-    @property
-    def invites_to_withdraw(self) -> tuple[AdvisorMxid, ...]:
-        """The desk's invites other than the current offer: each is withdrawn, retried until
-        the homeserver has done it, so nobody keeps an invite to a chat that is not theirs."""
-        if self.status is ConversationStatus.INVITING:
-            return tuple(a for a in self.invited if a != self.advisor)
-        return self.invited
+    def __post_init__(self) -> None:
+        status = self.status
+        has_advisor = status in (ConversationStatus.INVITING, ConversationStatus.ACTIVE)
+        if has_advisor != (self.advisor is not None) and status is not ConversationStatus.ENDED:
+            raise IllegalTransition(f"a {status.value} conversation with advisor {self.advisor}")
+        if (status is ConversationStatus.INVITING) != (self.invite_deadline is not None):
+            raise IllegalTransition(f"a {status.value} conversation with an invite deadline")
+        if (status is ConversationStatus.ENDED) != (self.ended_at is not None):
+            raise IllegalTransition(f"a {status.value} conversation with an end time")
+
+    def _next(self, **changes: Any) -> Conversation:
+        return dataclasses.replace(self, version=self.version + 1, **changes)
+
+    def _require(self, allowed: bool, what: str) -> None:
+        if not allowed:
+            raise IllegalTransition(
+                f"conversation {self.id} cannot {what} while {self.status.value}"
+                + (f" with {self.advisor}" if self.advisor else "")
+            )
+
+    def room_made(self, puppet: PuppetMxid, room_id: RoomId) -> Transition:
+        """Its puppet and Matrix room exist: from now on it can be offered."""
+        self._require(self.room_id is None, "get a second room")
+        made = self._next(puppet=puppet, room_id=room_id)
+        return made, [events.QueueChanged()] if self.status.is_open else []
+
+    def offer(self, advisor: AdvisorMxid, now: float, timeout: float) -> Transition:
+        """Offer the waiting visitor to ``advisor``, who has ``timeout`` seconds to accept."""
+        self._require(
+            self.status is ConversationStatus.WAITING and self.room_id is not None, "be offered"
+        )
+        offered = self._next(
+            status=ConversationStatus.INVITING,
+            advisor=advisor,
+            invite_deadline=now + timeout,
+            # everybody else is busy: the skipped ones are rung again
+            skipped=() if advisor in self.skipped else self.skipped,
+        )
+        return offered, [
+            events.Offered(self.id, advisor, offered.version),
+            events.OfferExpires(self.id, advisor, offered.version, due=now + timeout),
+        ]
+
+    def accept(self, advisor: AdvisorMxid) -> Transition:
+        """``advisor`` joined the room and now owns the conversation.
+
+        A waiting visitor is taken by any advisor who joins on purpose; an offer only by the
+        advisor it was made to."""
+        self._require(
+            self.status is ConversationStatus.WAITING
+            or (self.status is ConversationStatus.INVITING and self.advisor == advisor),
+            f"be accepted by {advisor}",
+        )
+        active = self._next(
+            status=ConversationStatus.ACTIVE, advisor=advisor, invite_deadline=None, skipped=()
+        )
+        return active, [events.QueueChanged()]
+
+    def skip(self, advisor: AdvisorMxid, reason: str) -> Transition:
+        """``advisor`` did not take the offer: it is withdrawn and the visitor waits again,
+        keeping their place."""
+        self._require(
+            self.status is ConversationStatus.INVITING and self.advisor == advisor,
+            f"skip {advisor}",
+        )
+        waiting = self._next(
+            status=ConversationStatus.WAITING,
+            advisor=None,
+            invite_deadline=None,
+            skipped=tuple(dict.fromkeys(self.skipped + (advisor,))),
+        )
+        return waiting, [events.InviteWithdrawn(self.id, advisor, reason), events.QueueChanged()]
+
+    def release(self, advisor: AdvisorMxid) -> Transition:
+        """The owning advisor left without closing: the visitor waits again, at the front."""
+        self._require(
+            self.status is ConversationStatus.ACTIVE and self.advisor == advisor,
+            f"be released by {advisor}",
+        )
+        waiting = self._next(status=ConversationStatus.WAITING, advisor=None, skipped=(advisor,))
+        return waiting, [events.QueueChanged()]
+
+    def end(self, by: Sender, now: float) -> Transition:
+        """Close the conversation; an open offer is withdrawn."""
+        self._require(self.status.is_open, "end")
+        raised: list[events.DomainEvent] = [events.ConversationEnded(self.id)]
+        if self.status is ConversationStatus.INVITING and self.advisor is not None:
+            raised.append(events.InviteWithdrawn(self.id, self.advisor, "The chat has ended."))
+        raised.append(events.QueueChanged())
+        ended = self._next(
+            status=ConversationStatus.ENDED, invite_deadline=None, ended_at=now, ended_by=by
+        )
+        return ended, raised
+
+
+Transition = tuple[Conversation, "list[events.DomainEvent]"]
 
 
 @dataclass(frozen=True)
@@ -124,7 +222,6 @@ class Message:
     client_id: str | None = None  # the visitor's idempotency key
     event_id: EventId | None = None  # the Matrix event that carries it
     txn_id: str | None = None  # the globally unique txn id of our send to Matrix
-    delivered: bool = False  # reached the other side (Matrix room, for visitor messages)
 
 
 @dataclass(frozen=True)

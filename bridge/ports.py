@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncContextManager, Protocol
+from typing import AsyncContextManager, Protocol, Sequence
 
+from .events import DomainEvent
 from .model import (
     Advisor,
     AdvisorMxid,
@@ -17,6 +18,7 @@ from .model import (
     EventId,
     Message,
     MessageId,
+    Presence,
     PuppetMxid,
     RoomId,
     Visitor,
@@ -53,7 +55,10 @@ class Store(Protocol):
         own lock decides there."""
 
     # visitors
-    async def add_visitor(self, visitor: Visitor, session_hash: str) -> None: ...
+    async def add_visitor(self, visitor: Visitor, session_hash: str) -> Visitor:
+        """Insert or update the visitor and bind the session to them, unless the session is
+        bound already (another process won the race): the bound visitor is returned."""
+
     async def visitor_by_session(self, session_hash: str) -> Visitor | None: ...
     async def get_visitor(self, visitor_id: VisitorId) -> Visitor | None: ...
 
@@ -66,12 +71,6 @@ class Store(Protocol):
     async def conversation_by_room(self, room_id: RoomId) -> Conversation | None: ...
     async def latest_conversation(self, visitor_id: VisitorId) -> Conversation | None: ...
     async def open_conversations(self) -> list[Conversation]: ...
-    async def rooms_to_close(self) -> list[Conversation]:
-        """Ended conversations whose Matrix room is not closed yet."""
-
-    async def invites_to_withdraw(self) -> list[Conversation]:
-        """Conversations, open or ended, with an invite to withdraw (see
-        :attr:`Conversation.invites_to_withdraw`)."""
 
     # messages
     async def add_message(self, message: Message) -> tuple[Message, bool]:
@@ -83,18 +82,9 @@ class Store(Protocol):
 
     async def messages(self, conversation_id: ConversationId, since: int = 0) -> list[Message]: ...
     async def message_by_event(self, event_id: EventId) -> Message | None: ...
-    async def mark_delivered(self, message_id: MessageId, event_id: EventId) -> None: ...
-    async def undelivered_messages(self, conversation_id: ConversationId) -> list[Message]: ...
-    async def conversations_with_undelivered(self) -> set[ConversationId]: ...
-
-    def claim_undelivered(
-        self, conversation_id: ConversationId
-    ) -> AsyncContextManager[list[Message]]:
-        """The conversation's undelivered messages, in order, for this caller alone.
-
-        While the block runs no other process gets them (nor any later message of the same
-        conversation: order matters more than speed); another caller gets an empty list.
-        What the block marks delivered is committed when it ends without an error."""
+    async def get_message(self, message_id: MessageId) -> Message | None: ...
+    async def set_message_event(self, message_id: MessageId, event_id: EventId) -> None:
+        """Record the Matrix event that carries the message (it reached the room)."""
 
     # advisors
     async def save_advisor(self, advisor: Advisor) -> None: ...
@@ -106,9 +96,85 @@ class Store(Protocol):
     async def get_setting(self, key: str) -> str | None: ...
     async def set_setting(self, key: str, value: str) -> None: ...
 
+    # the homeserver events already acted on (the appservice's idempotency log)
+    async def mark_event_handled(self, event_id: str) -> None:
+        """Record the Matrix event as handled; inside a transaction, it commits with it."""
+
+    @property
+    def outbox(self) -> OutboxStore: ...
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A domain event waiting for (or parked from) its handler.
+
+    ``tries``: how often it was claimed (a crash counts: the handler may have run);
+    ``failures``: permanent failures so far (a homeserver outage is not one)."""
+
+    id: int
+    key: str
+    kind: str
+    payload: str
+    due_at: float
+    created_at: float
+    tries: int = 0
+    failures: int = 0
+    parked: bool = False
+    last_error: str | None = None
+    priority: int = 1
+
+
+class OutboxStore(Protocol):
+    """The outbox table: domain events committed with the state that raised them, claimed by
+    the dispatcher with a short lease (no lock is held while a handler runs)."""
+
+    async def add(self, events: Sequence[DomainEvent], now: float) -> None:
+        """Append the events (in the caller's transaction, if any)."""
+
+    async def claim(
+        self,
+        worker: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        max_priority: int | None = None,
+    ) -> list[OutboxRow]:
+        """Up to ``limit`` due rows, each the oldest not-done row of its key and not leased by
+        anyone, leased to ``worker`` until ``lease_until``; lowest priority number first, then
+        the earliest due; only rows of priority ≤ ``max_priority`` if given."""
+
+    async def renew(self, worker: str, lease_until: float) -> None: ...
+    async def done(self, row_id: int, now: float) -> None: ...
+    async def retry(self, row_id: int, due_at: float, failures: int, error: str | None) -> None:
+        """Release the claim; the row is due again at ``due_at``."""
+
+    async def park(self, row_id: int, failures: int, error: str) -> None:
+        """Stop trying: the row, and the later rows of its key, wait for an admin."""
+
+    async def pending(self, key: str, kind: str) -> bool:
+        """Whether a row of ``kind`` and ``key`` is not done yet (pending or parked)."""
+
+    async def parked(self) -> list[OutboxRow]: ...
+    async def unpark(self, row_id: int, now: float) -> bool: ...
+    async def discard(self, row_id: int, now: float) -> bool: ...
+    async def next_due(self) -> float | None:
+        """The earliest due time of a pending row, or None if none is pending."""
+
+    async def rebase(self, now: float) -> int:
+        """The clock stepped back: a row due further ahead than the delay it was given is
+        due that delay from now. Returns how many rows moved."""
+
+    async def release_claims(self) -> None:
+        """Forget every lease (at start-up, where this process is the only one)."""
+
+    async def prune(self, older_than: float) -> None: ...
+
 
 class MatrixGateway(Protocol):
-    """The Matrix side of a conversation: puppets, rooms, invites, messages."""
+    """The Matrix side of a conversation: puppets, rooms, invites, messages.
+
+    A failure the homeserver may get over (unreachable, 5xx, 429) raises
+    :class:`~bridge.errors.TemporarilyUnavailable`; anything else is a refusal."""
 
     async def create_puppet(self, visitor: Visitor) -> PuppetMxid:
         """Register (if needed) the visitor's puppet and set its display name."""
@@ -139,7 +205,8 @@ class MatrixGateway(Protocol):
         """Invite the advisor; True if they are in the room already (nothing to accept)."""
 
     async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
-        """Withdraw an invite (or remove an advisor who joined too late)."""
+        """Withdraw an invite (or remove an advisor who joined too late); done already when
+        they are neither invited nor in the room."""
 
     async def set_visitor_typing(
         self, room_id: RoomId, puppet: PuppetMxid, typing: bool
@@ -148,6 +215,15 @@ class MatrixGateway(Protocol):
     async def mark_read(self, room_id: RoomId, puppet: PuppetMxid, event_id: EventId) -> None: ...
 
     async def puppet_leave(self, room_id: RoomId, puppet: PuppetMxid) -> None: ...
+
+    async def bot_join(self, room_id: RoomId) -> None:
+        """The desk's bot accepts an invite to the room."""
+
+    async def open_direct_chat(self, advisor: AdvisorMxid) -> RoomId:
+        """A direct chat between the bot and the advisor (who is invited to it)."""
+
+    async def presence(self, user: AdvisorMxid) -> Presence:
+        """The user's Matrix presence as the homeserver knows it now."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +237,7 @@ class ConversationView:
     topic: str
     visitor_name: str
     read_up_to: int
+    version: int = 0  # pages ignore a status older than the one they show
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
+from bridge.events import DomainEvent
 from bridge.model import (
     Advisor,
     AdvisorMxid,
@@ -15,12 +16,14 @@ from bridge.model import (
     EventId,
     Message,
     MessageId,
+    Presence,
     PuppetMxid,
     RoomId,
     Visitor,
     VisitorId,
 )
-from bridge.ports import VisitorEvent
+from bridge.outbox import Dispatcher
+from bridge.ports import OutboxRow, VisitorEvent
 
 
 class FakeClock:
@@ -54,6 +57,8 @@ class MemoryStore:
         self.messages_: dict[ConversationId, list[Message]] = {}
         self.advisors_: dict[AdvisorMxid, Advisor] = {}
         self.settings: dict[str, str] = {}
+        self.handled_events: set[str] = set()
+        self.outbox = MemoryOutbox()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -66,6 +71,9 @@ class MemoryStore:
                 self.messages_,
                 self.advisors_,
                 self.settings,
+                self.handled_events,
+                self.outbox.rows,
+                self.outbox._next,
             )
         )
         try:
@@ -78,6 +86,9 @@ class MemoryStore:
                 self.messages_,
                 self.advisors_,
                 self.settings,
+                self.handled_events,
+                self.outbox.rows,
+                self.outbox._next,
             ) = saved
             raise
 
@@ -89,9 +100,16 @@ class MemoryStore:
     async def claim(self, name: str) -> AsyncIterator[bool]:
         yield True  # one process: the services' own locks decide
 
-    async def add_visitor(self, visitor: Visitor, session_hash: str) -> None:
-        self.visitors[visitor.id] = visitor
-        self.sessions[session_hash] = visitor.id
+    async def add_visitor(self, visitor: Visitor, session_hash: str) -> Visitor:
+        bound = self.sessions.setdefault(session_hash, visitor.id)
+        if bound == visitor.id:
+            known = self.visitors.get(visitor.id)
+            self.visitors[visitor.id] = (
+                dataclasses.replace(known, name=visitor.name, email=visitor.email)
+                if known
+                else visitor
+            )
+        return self.visitors[bound]
 
     async def visitor_by_session(self, session_hash: str) -> Visitor | None:
         vid = self.sessions.get(session_hash)
@@ -122,16 +140,6 @@ class MemoryStore:
     async def latest_conversation(self, visitor_id: VisitorId) -> Conversation | None:
         mine = [c for c in self.conversations.values() if c.visitor_id == visitor_id]
         return max(mine, key=lambda c: (c.status.is_open, c.created_at), default=None)
-
-    async def rooms_to_close(self) -> list[Conversation]:
-        return [
-            c
-            for c in self.conversations.values()
-            if not c.status.is_open and c.room_id is not None and not c.room_closed
-        ]
-
-    async def invites_to_withdraw(self) -> list[Conversation]:
-        return [c for c in self.conversations.values() if c.invites_to_withdraw]
 
     async def open_conversations(self) -> list[Conversation]:
         return sorted(
@@ -164,23 +172,18 @@ class MemoryStore:
                     return m
         return None
 
-    async def mark_delivered(self, message_id: MessageId, event_id: EventId) -> None:
+    async def get_message(self, message_id: MessageId) -> Message | None:
+        for log in self.messages_.values():
+            for m in log:
+                if m.id == message_id:
+                    return m
+        return None
+
+    async def set_message_event(self, message_id: MessageId, event_id: EventId) -> None:
         for log in self.messages_.values():
             for i, m in enumerate(log):
                 if m.id == message_id:
-                    log[i] = dataclasses.replace(m, delivered=True, event_id=event_id)
-
-    async def undelivered_messages(self, conversation_id: ConversationId) -> list[Message]:
-        return [m for m in self.messages_.get(conversation_id, []) if not m.delivered]
-
-    @asynccontextmanager
-    async def claim_undelivered(
-        self, conversation_id: ConversationId
-    ) -> AsyncIterator[list[Message]]:
-        yield await self.undelivered_messages(conversation_id)
-
-    async def conversations_with_undelivered(self) -> set[ConversationId]:
-        return {cid for cid, log in self.messages_.items() if any(not m.delivered for m in log)}
+                    log[i] = dataclasses.replace(m, event_id=event_id)
 
     async def save_advisor(self, advisor: Advisor) -> None:
         self.advisors_[advisor.mxid] = advisor
@@ -200,6 +203,162 @@ class MemoryStore:
     async def set_setting(self, key: str, value: str) -> None:
         self.settings[key] = value
 
+    async def mark_event_handled(self, event_id: str) -> None:
+        self.handled_events.add(event_id)
+
+
+@dataclasses.dataclass
+class _Row:
+    row: OutboxRow
+    delay: float
+    state: str = "pending"
+    claimed_by: str | None = None
+    lease_until: float | None = None
+    done_at: float | None = None
+
+
+class MemoryOutbox:
+    """The reference semantics of :class:`bridge.ports.OutboxStore`."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, _Row] = {}
+        self._next = 1
+
+    async def add(self, events: Sequence[DomainEvent], now: float) -> None:
+        for event in events:
+            if event.coalesce and any(
+                r.row.key == event.key and r.state == "pending" and r.claimed_by is None
+                for r in self.rows.values()
+            ):
+                continue
+            due = event.due_at
+            row = OutboxRow(
+                id=self._next,
+                key=event.key,
+                kind=type(event).__name__,
+                payload=event.payload(),
+                due_at=now if due is None else due,
+                created_at=now,
+                priority=event.priority,
+            )
+            self.rows[row.id] = _Row(row, 0.0 if due is None else max(0.0, due - now))
+            self._next += 1
+
+    def _blocked(self, r: _Row) -> bool:
+        return any(
+            o.row.key == r.row.key and o.state != "done" and o.row.id < r.row.id
+            for o in self.rows.values()
+        )
+
+    async def claim(
+        self,
+        worker: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        max_priority: int | None = None,
+    ) -> list[OutboxRow]:
+        ready = sorted(
+            (
+                r
+                for r in self.rows.values()
+                if r.state == "pending"
+                and (max_priority is None or r.row.priority <= max_priority)
+                and r.row.due_at <= now
+                and (r.lease_until is None or r.lease_until < now)
+                and not self._blocked(r)
+            ),
+            key=lambda r: (r.row.priority, r.row.due_at, r.row.id),
+        )[:limit]
+        for r in ready:
+            r.claimed_by, r.lease_until = worker, lease_until
+            r.row = dataclasses.replace(r.row, tries=r.row.tries + 1)
+        return [r.row for r in ready]
+
+    async def renew(self, worker: str, lease_until: float) -> None:
+        for r in self.rows.values():
+            if r.claimed_by == worker and r.state == "pending":
+                r.lease_until = lease_until
+
+    async def done(self, row_id: int, now: float) -> None:
+        r = self.rows[row_id]
+        r.state, r.done_at, r.claimed_by, r.lease_until = "done", now, None, None
+
+    async def retry(self, row_id: int, due_at: float, failures: int, error: str | None) -> None:
+        r = self.rows[row_id]
+        if r.state == "pending":
+            r.row = dataclasses.replace(r.row, due_at=due_at, failures=failures, last_error=error)
+            r.claimed_by = r.lease_until = None
+
+    async def park(self, row_id: int, failures: int, error: str) -> None:
+        r = self.rows[row_id]
+        if r.state == "pending":
+            r.state = "parked"
+            r.row = dataclasses.replace(r.row, failures=failures, last_error=error, parked=True)
+            r.claimed_by = r.lease_until = None
+
+    async def pending(self, key: str, kind: str) -> bool:
+        return any(
+            r.row.key == key and r.row.kind == kind and r.state != "done"
+            for r in self.rows.values()
+        )
+
+    async def parked(self) -> list[OutboxRow]:
+        return [
+            r.row
+            for r in sorted(self.rows.values(), key=lambda r: r.row.id)
+            if r.state == "parked"
+        ]
+
+    async def unpark(self, row_id: int, now: float) -> bool:
+        r = self.rows.get(row_id)
+        if r is None or r.state != "parked":
+            return False
+        r.state = "pending"
+        r.row = dataclasses.replace(r.row, failures=0, due_at=now, parked=False)
+        return True
+
+    async def discard(self, row_id: int, now: float) -> bool:
+        r = self.rows.get(row_id)
+        if r is None or r.state != "parked":
+            return False
+        r.state, r.done_at = "done", now
+        return True
+
+    async def next_due(self) -> float | None:
+        return min(
+            (
+                max(r.row.due_at, r.lease_until or r.row.due_at)
+                for r in self.rows.values()
+                if r.state == "pending" and not self._blocked(r)
+            ),
+            default=None,
+        )
+
+    async def rebase(self, now: float) -> int:
+        moved = 0
+        for r in self.rows.values():
+            if r.state == "pending" and r.row.due_at > now + r.delay:
+                r.row = dataclasses.replace(r.row, due_at=now + r.delay)
+                moved += 1
+        return moved
+
+    async def release_claims(self) -> None:
+        for r in self.rows.values():
+            if r.state == "pending":
+                r.claimed_by = r.lease_until = None
+
+    async def prune(self, older_than: float) -> None:
+        for row_id in [
+            k
+            for k, r in self.rows.items()
+            if r.state == "done" and r.done_at is not None and r.done_at < older_than
+        ]:
+            del self.rows[row_id]
+
+    def kinds(self, state: str = "pending") -> list[str]:
+        return [r.row.kind for r in self.rows.values() if r.state == state]
+
 
 class FakeMatrixGateway:
     """Records what would have been sent to Matrix in ``sent``."""
@@ -212,6 +371,8 @@ class FakeMatrixGateway:
         self.puppets_in: set[tuple[RoomId, PuppetMxid]] = set()  # joined, not left yet
         self.landed: set[str] = set()  # txn ids of sends that reached the room
         self.lose_answer_next = False
+        self.presences: dict[AdvisorMxid, Presence] = {}
+        self.fail_leaves = 0  # the puppet's leave is refused this many times
 
     def _maybe_fail(self) -> None:
         if self.fail_next is not None:
@@ -277,7 +438,24 @@ class FakeMatrixGateway:
     async def mark_read(self, room_id: RoomId, puppet: PuppetMxid, event_id: EventId) -> None:
         self.sent.append(("read", room_id, event_id))
 
+    async def bot_join(self, room_id: RoomId) -> None:
+        self._maybe_fail()
+        self.sent.append(("bot-join", room_id))
+
+    async def open_direct_chat(self, advisor: AdvisorMxid) -> RoomId:
+        self._maybe_fail()
+        self.rooms += 1
+        room = RoomId(f"!direct{self.rooms}:test")
+        self.sent.append(("direct", room, advisor))
+        return room
+
+    async def presence(self, user: AdvisorMxid) -> Presence:
+        return self.presences.get(user, Presence.UNKNOWN)
+
     async def puppet_leave(self, room_id: RoomId, puppet: PuppetMxid) -> None:
+        if self.fail_leaves > 0:
+            self.fail_leaves -= 1
+            raise RuntimeError("M_FORBIDDEN: the homeserver refuses the leave")
         self.sent.append(("leave", room_id, puppet))
         self.puppets_in.discard((room_id, puppet))
 
@@ -298,3 +476,31 @@ class FakeVisitorChannel:
 
     def of(self, conversation_id: ConversationId, kind: type) -> list:
         return [e for c, e in self.events if c == conversation_id and isinstance(e, kind)]
+
+
+class Settled:
+    """A service whose every call is followed by running the outbox until nothing is due, as
+    the dispatcher does right after each commit in production: a test sees the outcome of a
+    use case, side effects included, when the call returns."""
+
+    def __init__(self, store: Any, outbox: Dispatcher, *services: Any) -> None:
+        self._store = store
+        self._outbox = outbox
+        self._services = services
+
+    def __getattr__(self, name: str) -> Any:
+        target = next(getattr(s, name) for s in self._services if hasattr(s, name))
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await target(*args, **kwargs)
+            finally:
+                await self._outbox.drain()
+            # a conversation returned is shown as it is now, after its side effects
+            if isinstance(result, Conversation):
+                return await self._store.get_conversation(result.id)
+            if isinstance(result, tuple) and result and isinstance(result[0], Conversation):
+                return (await self._store.get_conversation(result[0].id), *result[1:])
+            return result
+
+        return call

@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler, LooseHeaders
 
 from bridge.errors import InvalidInput, NoOpenConversation, NotAllowed, SwitchboardError
 from bridge.model import ConversationId
-from bridge.services.conversations import ConversationService
+from bridge.services.visitors import VisitorService
 
 from . import inputs
 from .hub import Subscriber, VisitorHub
@@ -47,7 +47,8 @@ class PortalSettings:
     heartbeat: float = 30.0
 
 
-CONVERSATIONS = web.AppKey("conversations", ConversationService)
+SERVER_SENT_AWAY = (1001, 1012)
+CONVERSATIONS = web.AppKey("conversations", VisitorService)
 HUB = web.AppKey("hub", VisitorHub)
 SETTINGS = web.AppKey("settings", PortalSettings)
 SESSIONS = web.AppKey("sessions", Sessions)
@@ -353,8 +354,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 subscriber.offer({"type": "pong"})
     finally:
         subscriber.stop()
-        request.app[HUB].unsubscribe(conversation_id, subscriber)
+        hub = request.app[HUB]
+        hub.unsubscribe(conversation_id, subscriber)
         await ws.close()
+        # a page the server sent away (restart, catch-up) comes back by itself
+        if ws.close_code not in SERVER_SENT_AWAY and not hub.is_watching(conversation_id):
+            try:
+                await request.app[CONVERSATIONS].page_closed(conversation_id)
+            except Exception:
+                log.warning("could not note that %s was left", conversation_id, exc_info=True)
     return ws
 
 
@@ -367,7 +375,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def create_app(
-    conversations: ConversationService, hub: VisitorHub, settings: PortalSettings
+    conversations: VisitorService, hub: VisitorHub, settings: PortalSettings
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware])
     app.on_response_prepare.append(security_headers)

@@ -107,6 +107,7 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                         "topic",
                         "visitor_name",
                         "read_up_to",
+                        "version",
                     ],
                     "properties": {
                         "id": {"type": "string"},
@@ -119,6 +120,12 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                         "topic": {"type": "string"},
                         "visitor_name": {"type": "string"},
                         "read_up_to": {"type": "integer", "minimum": 0},
+                        "version": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "Counts the conversation's changes: a page ignores "
+                            "a status older than the one it shows.",
+                        },
                     },
                 },
                 "Message": {

@@ -34,4 +34,5 @@ def view_json(view: ConversationView) -> dict[str, Any]:
         "topic": view.topic,
         "visitor_name": view.visitor_name,
         "read_up_to": view.read_up_to,
+        "version": view.version,
     }

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
-
+from bridge.desk import Desk
 from bridge.model import ConversationStatus
 from bridge.routing import advisor_load, queue_order
-from bridge.services.advisors import AdvisorService
-from bridge.services.conversations import ConversationService
 
 from .registry import Command, CommandContext, CommandRegistry, Role, UsageError
 
 
-def register(
-    registry: CommandRegistry,
-    advisors: AdvisorService,
-    conversations: ConversationService,
-    *,
-    default_capacity: int,
-    welcome_advisor: Callable[[str], Awaitable[None]],
-    open_conversations: Callable[[], Awaitable[list]],
-) -> None:
+def register(registry: CommandRegistry, desk: Desk, *, default_capacity: int) -> None:
+    advisors, conversations = desk.advisors, desk.rooms
+    open_conversations = desk.store.open_conversations
+
     async def help_(ctx: CommandContext) -> None:
         await ctx.reply(registry.help_text(ctx.role))
 
@@ -48,7 +40,6 @@ def register(
             if not created:
                 await ctx.reply(f"{added.mxid} is already an advisor.")
                 return
-            await welcome_advisor(added.mxid)
             await ctx.reply(
                 f"{added.mxid} is now an advisor. They start as away: they type !available to "
                 "receive visitors."

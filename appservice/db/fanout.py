@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -38,19 +39,32 @@ CLOSE_CATCH_UP = 1012  # "service restart": the page reconnects and reads what i
 class PgFanout:
     """The core's VisitorChannel for several processes on one PostgreSQL schema."""
 
-    def __init__(self, db_url: DatabaseUrl, db: Database, store: Store, hub: VisitorHub) -> None:
+    def __init__(
+        self,
+        db_url: DatabaseUrl,
+        db: Database,
+        store: Store,
+        hub: VisitorHub,
+        outbox_changed: Callable[[], None] = lambda: None,
+    ) -> None:
         self._url = db_url
         self._db = db
         self._store = store
         self._hub = hub
-        schema = db_url.schema or "public"
-        self.channel = "switchboard_" + hashlib.sha256(schema.encode()).hexdigest()[:16]
+        self._outbox_changed = outbox_changed
+        self.channel = self.channel_name(db_url)
         self._conn: asyncpg.Connection | None = None
         self._remote: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._lost = asyncio.Event()
+
+    @staticmethod
+    def channel_name(db_url: DatabaseUrl) -> str:
+        """The NOTIFY channel of the processes sharing this schema."""
+        schema = db_url.schema or "public"
+        return "switchboard_" + hashlib.sha256(schema.encode()).hexdigest()[:16]
 
     async def start(self) -> None:
         self._runner = asyncio.create_task(self._run())
@@ -86,16 +100,19 @@ class PgFanout:
                 await asyncio.sleep(RECONNECT_PAUSE)
                 continue
             if not first:
-                # notifications sent while we were not listening are lost: pages re-read
+                # notifications sent while we were not listening are lost: pages re-read,
+                # and the dispatcher looks for outbox rows it was not told about
                 await self._hub.close_all(CLOSE_CATCH_UP, b"catch up")
+                self._outbox_changed()
             first = False
             self._connected.set()
             try:
                 while not self._conn.is_closed() and not self._lost.is_set():
                     await self._announce_watched()
-                    try:
-                        await asyncio.wait_for(self._lost.wait(), HEARTBEAT_SECONDS)
-                    except asyncio.TimeoutError:
+                    try:  # (asyncio.timeout: wait_for can swallow a cancellation on 3.11)
+                        async with asyncio.timeout(HEARTBEAT_SECONDS):
+                            await self._lost.wait()
+                    except TimeoutError:
                         pass
                 log.warning("lost the visitor event listener; reconnecting")
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
@@ -131,6 +148,9 @@ class PgFanout:
     def _heard(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         try:
             note = json.loads(payload)
+            if "o" in note:
+                self._outbox_changed()
+                return
             if "w" in note:
                 now = time.monotonic()
                 for conversation_id in note["w"]:

@@ -12,7 +12,9 @@ joins the outer transaction on SQLite.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -35,16 +37,16 @@ from bridge.model import (
     VisitorId,
 )
 
+from .outbox import SqlOutbox
+
 Row = Any  # sqlite3.Row or asyncpg.Record: both are read by column name
 
 VISITOR_COLUMNS = "id, name, email, created_at"
 CONVERSATION_COLUMNS = (
     "id, visitor_id, topic, status, created_at, queued_at, puppet, room_id, advisor, "
-    "invite_deadline, skipped, read_up_to, ended_at, ended_by, announced, room_closed, invited"
+    "invite_deadline, skipped, read_up_to, ended_at, ended_by, version"
 )
-MESSAGE_COLUMNS = (
-    "id, conversation_id, seq, sender, author, body, ts, client_id, event_id, txn_id, delivered"
-)
+MESSAGE_COLUMNS = "id, conversation_id, seq, sender, author, body, ts, client_id, event_id, txn_id"
 ADVISOR_COLUMNS = "mxid, available, presence, capacity, display_name, control_room"
 
 # How often add_message recomputes ``seq`` after losing a race for it. On PostgreSQL the
@@ -78,9 +80,7 @@ def _conversation_from_row(row: Row) -> Conversation:
         read_up_to=row["read_up_to"],
         ended_at=row["ended_at"],
         ended_by=Sender(row["ended_by"]) if row["ended_by"] is not None else None,
-        announced=bool(row["announced"]),
-        room_closed=bool(row["room_closed"]),
-        invited=tuple(AdvisorMxid(m) for m in json.loads(row["invited"])),
+        version=row["version"],
     )
 
 
@@ -100,9 +100,7 @@ def _conversation_params(c: Conversation) -> tuple[Any, ...]:
         c.read_up_to,
         None if c.ended_at is None else float(c.ended_at),
         c.ended_by.value if c.ended_by is not None else None,
-        c.announced,
-        c.room_closed,
-        json.dumps(list(c.invited)),
+        c.version,
     )
 
 
@@ -118,7 +116,6 @@ def _message_from_row(row: Row) -> Message:
         client_id=row["client_id"],
         event_id=row["event_id"],
         txn_id=row["txn_id"],
-        delivered=bool(row["delivered"]),  # SQLite hands back 0/1
     )
 
 
@@ -153,9 +150,10 @@ class SqlStore:
         db: The started database; the caller owns its lifetime.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, notify_channel: str | None = None) -> None:
         self.db = db
         self._postgres = db.scheme in (Scheme.POSTGRES, Scheme.COCKROACH)
+        self.outbox = SqlOutbox(db, self._postgres, notify_channel)
         # Python sorts str by code point; so does SQLite's BINARY collation, and PostgreSQL's
         # only with "C" (the database default may be a locale that ignores case and punctuation).
         self._by_code_point = ' COLLATE "C"' if self._postgres else ""
@@ -201,13 +199,14 @@ class SqlStore:
 
     # visitors
 
-    async def add_visitor(self, visitor: Visitor, session_hash: str) -> None:
-        """Insert (or update) the visitor and bind the session to them."""
+    async def add_visitor(self, visitor: Visitor, session_hash: str) -> Visitor:
+        """Insert (or update) the visitor and bind the session to them, unless the session is
+        bound already (another process won the race for it): the bound visitor is returned,
+        and nobody else's row is touched."""
         async with self.transaction():
             await self.db.execute(
                 f"INSERT INTO visitors ({VISITOR_COLUMNS}) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email, "
-                "created_at = excluded.created_at",
+                "ON CONFLICT (id) DO NOTHING",
                 visitor.id,
                 visitor.name,
                 visitor.email,
@@ -215,10 +214,28 @@ class SqlStore:
             )
             await self.db.execute(
                 "INSERT INTO visitor_sessions (session_hash, visitor_id) VALUES ($1, $2) "
-                "ON CONFLICT (session_hash) DO UPDATE SET visitor_id = excluded.visitor_id",
+                "ON CONFLICT (session_hash) DO NOTHING",
                 session_hash,
                 visitor.id,
             )
+            bound = await self.visitor_by_session(session_hash)
+            assert bound is not None
+            if bound.id == visitor.id:
+                # the name and email given this time are the ones the advisor should see
+                await self.db.execute(
+                    "UPDATE visitors SET name = $2, email = $3 WHERE id = $1",
+                    visitor.id,
+                    visitor.name,
+                    visitor.email,
+                )
+                return dataclasses.replace(bound, name=visitor.name, email=visitor.email)
+            # lost the race: the row made for it above, if it has no session, goes again
+            await self.db.execute(
+                "DELETE FROM visitors WHERE id = $1 AND NOT EXISTS "
+                "(SELECT 1 FROM visitor_sessions WHERE visitor_id = $1)",
+                visitor.id,
+            )
+            return bound
 
     async def visitor_by_session(self, session_hash: str) -> Visitor | None:
         row = await self.db.fetchrow(
@@ -245,7 +262,7 @@ class SqlStore:
         """
         row = await self.db.fetchrow(
             f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
-            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 "
+            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 "
             "WHERE NOT EXISTS (SELECT 1 FROM conversations "
             "                  WHERE visitor_id = $2 AND status <> 'ended') "
             "ON CONFLICT (visitor_id) WHERE status <> 'ended' DO NOTHING "
@@ -261,7 +278,7 @@ class SqlStore:
         )
         await self.db.execute(
             f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
             f"ON CONFLICT (id) DO UPDATE SET {updates}",
             *_conversation_params(conversation),
         )
@@ -286,27 +303,6 @@ class SqlStore:
             visitor_id,
         )
         return _conversation_from_row(row) if row else None
-
-    async def rooms_to_close(self) -> list[Conversation]:
-        """Ended conversations whose Matrix room is not closed yet."""
-        rows = await self.db.fetch(
-            f"SELECT {CONVERSATION_COLUMNS} FROM conversations "
-            "WHERE status = 'ended' AND room_id IS NOT NULL AND NOT room_closed"
-        )
-        return [_conversation_from_row(row) for row in rows]
-
-    async def invites_to_withdraw(self) -> list[Conversation]:
-        """Conversations, open or ended, with an invite to withdraw.
-
-        The partial index ``ix_conversations_invited`` holds only conversations with a desk
-        invite outstanding (those offered now, and the few with a withdrawal pending), so
-        housekeeping does not read the whole history each tick.
-        """
-        rows = await self.db.fetch(
-            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE invited <> '[]'"
-        )
-        found = [_conversation_from_row(row) for row in rows]
-        return [c for c in found if c.invites_to_withdraw]
 
     async def open_conversations(self) -> list[Conversation]:
         """Every conversation not ended, oldest first (ties broken by id)."""
@@ -337,7 +333,7 @@ class SqlStore:
                 row = await conn.fetchrow(
                     f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, "
                     "(SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation_id = $2),"
-                    " $3, $4, $5, $6, $7, $8, $9, $10) "
+                    " $3, $4, $5, $6, $7, $8, $9) "
                     f"ON CONFLICT DO NOTHING RETURNING {MESSAGE_COLUMNS}",
                     message.id,
                     message.conversation_id,
@@ -348,7 +344,6 @@ class SqlStore:
                     message.client_id,
                     message.event_id,
                     message.txn_id,
-                    message.delivered,
                 )
                 if row is not None:
                     return _message_from_row(row), True
@@ -385,49 +380,17 @@ class SqlStore:
         )
         return _message_from_row(row) if row else None
 
-    async def mark_delivered(self, message_id: MessageId, event_id: EventId) -> None:
+    async def get_message(self, message_id: MessageId) -> Message | None:
+        row = await self.db.fetchrow(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id
+        )
+        return _message_from_row(row) if row else None
+
+    async def set_message_event(self, message_id: MessageId, event_id: EventId) -> None:
         """Record that the message reached the other side as ``event_id``."""
         await self.db.execute(
-            "UPDATE messages SET delivered = TRUE, event_id = $2 WHERE id = $1",
-            message_id,
-            event_id,
+            "UPDATE messages SET event_id = $2 WHERE id = $1", message_id, event_id
         )
-
-    async def undelivered_messages(self, conversation_id: ConversationId) -> list[Message]:
-        rows = await self.db.fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND NOT delivered "
-            "ORDER BY seq",
-            conversation_id,
-        )
-        return [_message_from_row(row) for row in rows]
-
-    @asynccontextmanager
-    async def claim_undelivered(
-        self, conversation_id: ConversationId
-    ) -> AsyncIterator[list[Message]]:
-        if not self._postgres:  # one process: the caller's lock is the claim
-            yield await self.undelivered_messages(conversation_id)
-            return
-        async with self.transaction():
-            rows = await self.db.fetch(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages "
-                "WHERE conversation_id = $1 AND NOT delivered ORDER BY seq "
-                "FOR UPDATE SKIP LOCKED",
-                conversation_id,
-            )
-            first = await self.db.fetchval(
-                "SELECT MIN(seq) FROM messages WHERE conversation_id = $1 AND NOT delivered",
-                conversation_id,
-            )
-            claimed = [_message_from_row(row) for row in rows]
-            # an earlier message locked by another process: it is delivering; leave it be
-            yield claimed if claimed and claimed[0].seq == first else []
-
-    async def conversations_with_undelivered(self) -> set[ConversationId]:
-        rows = await self.db.fetch(
-            "SELECT DISTINCT conversation_id FROM messages WHERE NOT delivered"
-        )
-        return {ConversationId(row["conversation_id"]) for row in rows}
 
     # advisors
 
@@ -479,4 +442,14 @@ class SqlStore:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             key,
             value,
+        )
+
+    # the appservice's log of handled events (see txnlog.AppserviceLog)
+
+    async def mark_event_handled(self, event_id: str) -> None:
+        await self.db.execute(
+            "INSERT INTO as_events (event_id, handled_at) VALUES ($1, $2) "
+            "ON CONFLICT (event_id) DO NOTHING",
+            event_id,
+            time.time(),
         )

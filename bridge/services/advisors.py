@@ -6,7 +6,9 @@ import dataclasses
 import logging
 
 from ..errors import InvalidInput, NotFound
+from ..events import AdvisorAdded
 from ..model import Advisor, AdvisorMxid, Presence, RoomId
+from ..outbox import UnitOfWork
 from ..ports import Store
 from .queue import QueueService
 
@@ -23,8 +25,9 @@ def parse_mxid(text: str) -> AdvisorMxid:
 
 
 class AdvisorService:
-    def __init__(self, store: Store, queue: QueueService) -> None:
+    def __init__(self, store: Store, uow: UnitOfWork, queue: QueueService) -> None:
         self._store = store
+        self._uow = uow
         self._queue = queue
 
     async def get(self, mxid: str) -> Advisor | None:
@@ -33,16 +36,27 @@ class AdvisorService:
     async def list(self) -> list[Advisor]:
         return await self._store.advisors()
 
-    async def add(self, mxid: str, display_name: str | None = None) -> tuple[Advisor, bool]:
-        """Make a Matrix user an advisor (away until they say ``!available``)."""
+    async def add(
+        self, mxid: str, display_name: str | None = None, *, welcome: bool = True
+    ) -> tuple[Advisor, bool]:
+        """Make a Matrix user an advisor (away until they say ``!available``); ``welcome``:
+        the bot opens a direct chat with them, with instructions."""
         advisor_id = parse_mxid(mxid)
         existing = await self._store.get_advisor(advisor_id)
         if existing is not None:
             return existing, False
         advisor = Advisor(mxid=advisor_id, display_name=display_name)
-        await self._store.save_advisor(advisor)
+        async with self._uow() as batch:
+            await self._store.save_advisor(advisor)
+            if welcome:
+                batch.raise_([AdvisorAdded(advisor_id)])
         log.info("advisor %s added", advisor_id)
         return advisor, True
+
+    async def welcome(self, mxid: str) -> None:
+        """The bot opens a direct chat with the advisor (if it has none yet) and greets them."""
+        async with self._uow() as batch:
+            batch.raise_([AdvisorAdded(parse_mxid(mxid))])
 
     async def remove(self, mxid: str) -> None:
         advisor_id = parse_mxid(mxid)
@@ -52,6 +66,7 @@ class AdvisorService:
         await self._queue.release_all_of(
             advisor_id, "Your advisor had to leave. We are finding you another one."
         )
+        await self._queue.advisors_changed()
 
     async def _update(self, mxid: str, **changes: object) -> Advisor:
         advisor = await self._store.get_advisor(AdvisorMxid(mxid))
@@ -64,17 +79,16 @@ class AdvisorService:
 
     async def set_available(self, mxid: str, available: bool) -> Advisor:
         advisor = await self._update(mxid, available=available)
-        if advisor.available and advisor.reachable:
-            await self._queue.dispatch()
-        elif not available:
+        if not available:
             await self._queue.requeue_offers_of(advisor.mxid)
+        await self._queue.advisors_changed()
         return advisor
 
     async def set_capacity(self, mxid: str, capacity: int | None) -> Advisor:
         if capacity is not None and not 1 <= capacity <= 50:
             raise InvalidInput("Capacity must be between 1 and 50.")
         advisor = await self._update(mxid, capacity=capacity)
-        await self._queue.dispatch()
+        await self._queue.advisors_changed()
         return advisor
 
     async def set_control_room(self, mxid: str, room_id: RoomId) -> None:
@@ -92,12 +106,12 @@ class AdvisorService:
         updated = dataclasses.replace(advisor, presence=presence)
         await self._store.save_advisor(updated)
         log.debug("presence of %s is now %s", mxid, presence.value)
-        if updated.reachable and not advisor.reachable:
-            await self._queue.dispatch()
-        elif presence is Presence.OFFLINE:
+        if presence is Presence.OFFLINE:
             # gone (the homeserver already waited for their client): nobody stays stranded
             await self._queue.release_all_of(
                 updated.mxid, "Your advisor was disconnected. We are finding you another one."
             )
         elif advisor.reachable and not updated.reachable:
             await self._queue.requeue_offers_of(updated.mxid)
+        if updated.reachable != advisor.reachable:
+            await self._queue.advisors_changed()

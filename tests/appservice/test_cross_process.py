@@ -9,17 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import pytest
 
 from appservice.db import SqlStore, close_database, open_database
+from bridge.desk import Desk, DeskSettings, build_desk
 from bridge.model import AdvisorMxid, ConversationStatus, RoutingSettings
-from bridge.services.advisors import AdvisorService
-from bridge.services.conversations import ConversationService
-from bridge.services.presenter import Presenter
-from bridge.services.queue import QueueService
 from tests.fakes import FakeClock, FakeMatrixGateway, FakeVisitorChannel
 from tests.pg import fresh_schema_url
 
@@ -41,24 +37,17 @@ class SlowStore(SqlStore):
         return found
 
 
-@dataclass
-class Process:
-    store: SqlStore
-    gateway: FakeMatrixGateway
-    queue: QueueService
-    conversations: ConversationService
-    advisors: AdvisorService
-
-
-async def _process(url: str, clock: FakeClock) -> tuple[Process, Any]:
+async def _process(url: str, clock: FakeClock) -> tuple[Desk, FakeMatrixGateway, Any]:
     db = await open_database(url)
-    store, gateway, channel = SlowStore(db), FakeMatrixGateway(), FakeVisitorChannel()
-    presenter = Presenter(store, channel, {"general": "General"})
-    queue = QueueService(store, gateway, presenter, clock, RoutingSettings(1, 60.0))
-    conversations = ConversationService(
-        store, gateway, channel, presenter, queue, clock, {"general": "General"}
+    store, gateway = SlowStore(db), FakeMatrixGateway()
+    desk = build_desk(
+        store,
+        gateway,
+        FakeVisitorChannel(),
+        clock,
+        DeskSettings(topics={"general": "General"}, routing=RoutingSettings(1, 60.0)),
     )
-    return Process(store, gateway, queue, conversations, AdvisorService(store, queue)), db
+    return desk, gateway, db
 
 
 def apart(work: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
@@ -70,11 +59,21 @@ def apart(work: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
 async def two():
     clock = FakeClock()
     async with fresh_schema_url() as url:
-        (one, db1), (other, db2) = [await _process(url, clock) for _ in range(2)]
-        other.gateway.rooms = 1000  # distinct fake room ids per process
+        (one, g1, db1), (other, g2, db2) = [await _process(url, clock) for _ in range(2)]
+        g2.rooms = 1000  # distinct fake room ids per process
+        one.gateway, other.gateway = g1, g2  # type: ignore[attr-defined]
         yield one, other, clock
         await close_database(db1)
         await close_database(db2)
+
+
+async def settle(*processes: Desk) -> None:
+    """Each process's dispatcher runs what is due, at the same time."""
+    await asyncio.gather(*(apart(p.outbox.drain) for p in processes))
+
+
+def sent(kind: str, *processes: Desk) -> list[tuple]:
+    return [s for p in processes for s in p.gateway.of(kind)]  # type: ignore[attr-defined]
 
 
 async def test_two_processes_never_offer_more_than_an_advisors_capacity(two):
@@ -82,21 +81,23 @@ async def test_two_processes_never_offer_more_than_an_advisors_capacity(two):
     await one.advisors.add(A)
     for i in range(6):
         clock.advance(1)
-        await (one if i % 2 else other).conversations.start(f"s{i}", FORM)
+        await (one if i % 2 else other).visitors.start(f"s{i}", FORM)
+    await settle(one, other)
     for _ in range(5):
         await one.advisors.set_available(A, False)  # her offers go back to the queue
+        await settle(one, other)
         ana = await one.store.get_advisor(A)
-        await one.store.save_advisor(dataclasses.replace(ana, available=True))  # no dispatch
-        invites_before = len(one.gateway.of("invite")) + len(other.gateway.of("invite"))
-        await asyncio.gather(*(apart(p.queue.dispatch) for p in (one, other, one, other)))
-        invites = len(one.gateway.of("invite")) + len(other.gateway.of("invite"))
-        assert invites - invites_before == 1  # one offer, made once, by one process
+        await one.store.save_advisor(dataclasses.replace(ana, available=True))  # no pass
+        invites_before = len(sent("invite", one, other))
+        await asyncio.gather(*(apart(p.queue.route) for p in (one, other, one, other)))
+        await settle(one, other)
+        assert len(sent("invite", one, other)) - invites_before == 1  # one offer, sent once
         held = [
             c
             for c in await one.store.open_conversations()
             if c.advisor == A and c.status is not ConversationStatus.WAITING
         ]
-        assert len(held) == 1, held  # capacity 1, whichever process dispatched
+        assert len(held) == 1, held  # capacity 1, whichever process routed
 
 
 async def test_an_accept_racing_an_expiry_leaves_exactly_one_owner(two):
@@ -108,12 +109,13 @@ async def test_an_accept_racing_an_expiry_leaves_exactly_one_owner(two):
     outcomes = set()
     for i in range(8):
         clock.advance(1)
-        conversation, _ = await one.conversations.start(f"race{i}", FORM)
+        conversation, _ = await one.visitors.start(f"race{i}", FORM)
+        await settle(one)
         offered = (await one.store.get_conversation(conversation.id)).advisor
         clock.advance(61)  # the offer just expired, and the advisor accepts at that moment
         accepted, _ = await asyncio.gather(
             apart(lambda c=conversation.id, a=offered: one.queue.accept(c, a)),
-            apart(lambda: other.queue.expire_offers()),
+            apart(other.outbox.drain),  # the expiry timer is due
         )
         final = await one.store.get_conversation(conversation.id)
         assert accepted == (final.status is ConversationStatus.ACTIVE)  # told the truth
@@ -122,14 +124,15 @@ async def test_an_accept_racing_an_expiry_leaves_exactly_one_owner(two):
         else:
             assert final.status is ConversationStatus.INVITING and final.advisor != offered
         outcomes.add(final.status)
-        await one.conversations.advisor_close(final.room_id, final.advisor, "x")
+        await one.rooms.advisor_close(final.room_id, final.advisor, "x")
+        await settle(one, other)
     assert outcomes  # both orders are legal; what matters is one owner each time
 
 
-async def test_a_conversation_gets_one_room_when_another_process_repairs_meanwhile(two):
+async def test_a_row_claimed_by_one_process_is_not_run_by_another_meanwhile(two):
     """One process makes the room for a visitor who just started while the other's
-    housekeeping sees a conversation without a room: the advisor is invited to the room the
-    conversation keeps, so their join is recognised (seen in the multi-process fault test)."""
+    dispatcher looks for work: the room is made once, and the advisor is invited to the
+    room the conversation keeps, so their join is recognised."""
     one, other, _ = two
     await one.advisors.add(A)
     await one.advisors.set_available(A, True)
@@ -142,19 +145,34 @@ async def test_a_conversation_gets_one_room_when_another_process_repairs_meanwhi
         return await make_room(*args, **kwargs)
 
     one.gateway.create_room = slow_create_room  # type: ignore[method-assign]
-    starting = apart(lambda: one.conversations.start("s1", FORM))
+    conversation, _ = await one.visitors.start("s1", FORM)
+    making_it = apart(one.outbox.drain)
     await making.wait()
-    await apart(other.conversations.tick)  # its housekeeping, while the room is being made
+    await apart(other.outbox.drain)  # the other process, while the room is being made
     go_on.set()
-    conversation, _ = await starting
-    await apart(other.conversations.tick)
-    await apart(one.conversations.tick)
+    await making_it
+    await settle(one, other)
 
-    rooms = one.gateway.of("room") + other.gateway.of("room")
+    rooms = sent("room", one, other)
     assert len(rooms) == 1, rooms
     final = await one.store.get_conversation(conversation.id)
     assert final.room_id == rooms[0][1]
-    invites = one.gateway.of("invite") + other.gateway.of("invite")
-    assert invites == [("invite", final.room_id, A)]
-    await one.conversations.advisor_joined(final.room_id, A)
+    assert sent("invite", one, other) == [("invite", final.room_id, A)]
+    await one.rooms.advisor_joined(final.room_id, A)
     assert (await one.store.get_conversation(conversation.id)).status is ConversationStatus.ACTIVE
+
+
+async def test_one_visitors_start_sent_to_two_processes_at_once_makes_one_conversation(two):
+    """A double click behind a load balancer: both processes get the same session's Start."""
+    one, other, _ = two
+    for attempt in range(5):
+        session = f"double-{attempt}"
+        (first, created1), (second, created2) = await asyncio.gather(
+            apart(lambda s=session: one.visitors.start(s, FORM)),
+            apart(lambda s=session: other.visitors.start(s, FORM)),
+        )
+        assert first.id == second.id
+        assert sorted([created1, created2]) == [False, True]  # one 201, the other 200
+    await settle(one, other)
+    assert len(sent("room", one, other)) == 5
+    assert len(await one.store.open_conversations()) == 5

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 import pytest
 from mautrix.util.async_db import Database
@@ -67,6 +69,12 @@ async def started(url: str) -> AsyncIterator[Database]:
         await close_database(db)
 
 
+def apart(work: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
+    """Run as another process would: with no database connection borrowed from this one
+    (mautrix keeps "the connection in use" in a context variable)."""
+    return asyncio.create_task(work(), context=contextvars.Context())  # type: ignore[arg-type]
+
+
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "memory":
@@ -97,7 +105,31 @@ def visitor(n: int = 1, email: str | None = "v@example.org") -> Visitor:
     return Visitor(VisitorId(f"v{n}"), f"Visitor {n}", email, T0 + n)
 
 
-def conversation(n: int, visitor_n: int = 1, **changes: object) -> Conversation:
+ANN = AdvisorMxid("@ann:test")
+
+
+def with_status(c: Conversation, status: ConversationStatus, **changes: object) -> Conversation:
+    """``c`` moved to ``status``, with the fields that status requires (see Conversation)."""
+    requirements: dict[ConversationStatus, dict[str, object]] = {
+        ConversationStatus.WAITING: dict(advisor=None, invite_deadline=None, ended_at=None),
+        ConversationStatus.INVITING: dict(
+            advisor=ANN, invite_deadline=c.created_at + 60, ended_at=None
+        ),
+        ConversationStatus.ACTIVE: dict(advisor=ANN, invite_deadline=None, ended_at=None),
+        ConversationStatus.ENDED: dict(
+            invite_deadline=None, ended_at=c.created_at + 5, ended_by=Sender.VISITOR
+        ),
+    }
+    changes = {**requirements[status], **changes}
+    return dataclasses.replace(c, status=status, **changes)  # type: ignore[arg-type]
+
+
+def conversation(
+    n: int,
+    visitor_n: int = 1,
+    status: ConversationStatus = ConversationStatus.WAITING,
+    **changes: object,
+) -> Conversation:
     base = Conversation(
         id=ConversationId(f"c{n}"),
         visitor_id=VisitorId(f"v{visitor_n}"),
@@ -106,7 +138,7 @@ def conversation(n: int, visitor_n: int = 1, **changes: object) -> Conversation:
         created_at=T0 + 10 * n,
         queued_at=T0 + 10 * n,
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return with_status(base, status, **changes)
 
 
 def message(
@@ -152,6 +184,65 @@ async def test_visitor_is_found_by_each_of_their_sessions(store: Store) -> None:
     assert await store.get_visitor(VisitorId("nobody")) is None
 
 
+async def test_add_visitor_returns_the_visitor_it_bound_and_updates_them(store: Store) -> None:
+    v = visitor(1)
+    assert await store.add_visitor(v, "hash-a") == v
+    renamed = dataclasses.replace(v, name="Vera", email=None)
+    assert await store.add_visitor(renamed, "hash-a") == renamed  # the name given this time
+    assert await store.visitor_by_session("hash-a") == renamed
+    assert await store.get_visitor(v.id) == renamed
+
+
+async def test_a_session_bound_already_keeps_its_visitor_and_the_newcomer_is_dropped(
+    store: Store,
+) -> None:
+    first, second = visitor(1), visitor(2)
+    assert await store.add_visitor(first, "hash-a") == first
+
+    assert await store.add_visitor(second, "hash-a") == first  # the first one wins
+    assert await store.visitor_by_session("hash-a") == first
+    assert await store.get_visitor(second.id) is None  # its row is not kept
+    assert await store.add_visitor(second, "hash-b") == second  # a session of its own
+
+
+async def test_two_processes_binding_one_session_both_get_the_visitor_who_won(
+    backend: Backend,
+) -> None:
+    """Two portal processes start the same session at once, each with a new visitor id."""
+    stores = [backend.store, backend.store]
+    async with AsyncExitStack() as stack:
+        if backend.url is not None:
+            stores[1] = SqlStore(await stack.enter_async_context(started(backend.url)))
+        for attempt in range(5):
+            session = f"double-{attempt}"
+            mine = [visitor(10 * attempt + 1), visitor(10 * attempt + 2)]
+            bound = await asyncio.gather(
+                *(
+                    apart(functools.partial(s.add_visitor, v, session))
+                    for s, v in zip(stores, mine, strict=True)
+                )
+            )
+            assert bound[0] == bound[1] and bound[0] in mine
+            assert await backend.store.visitor_by_session(session) == bound[0]
+            (loser,) = [v for v in mine if v != bound[0]]
+            assert await backend.store.get_visitor(loser.id) is None
+            assert await backend.store.get_visitor(bound[0].id) == bound[0]
+
+
+async def test_a_visitor_who_loses_a_session_keeps_their_own_sessions_and_chats(
+    request: pytest.FixtureRequest, backend: Backend
+) -> None:
+    """Only a visitor row made by the losing call is dropped: one bound elsewhere stays."""
+    store = backend.store
+    await with_conversations(store, 1, 2)  # v1 on session-1 with c1, v2 on session-2 with c2
+
+    assert await store.add_visitor(visitor(2), "session-1") == visitor(1)
+
+    assert await store.get_visitor(VisitorId("v2")) == visitor(2)
+    assert await store.visitor_by_session("session-2") == visitor(2)
+    assert await store.get_conversation(ConversationId("c2")) is not None
+
+
 # conversations
 
 
@@ -161,24 +252,40 @@ async def test_conversation_round_trips_every_field(store: Store) -> None:
     assert await store.add_conversation(c)
     assert await store.get_conversation(c.id) == c
 
-    ended = dataclasses.replace(
+    offered = with_status(
         c,
-        status=ConversationStatus.ENDED,
+        ConversationStatus.INVITING,
         puppet=PuppetMxid("@sb_visitor_v1:test"),
         room_id=RoomId("!r1:test"),
         advisor=AdvisorMxid("@ann:test"),
         invite_deadline=T0 + 60.5,
         skipped=(AdvisorMxid("@bob:test"), AdvisorMxid("@al:test")),
+        version=3,
+    )
+    await store.save_conversation(offered)
+    assert await store.get_conversation(c.id) == offered
+
+    ended = with_status(
+        offered,
+        ConversationStatus.ENDED,
         read_up_to=7,
         ended_at=T0 + 99.125,
         ended_by=Sender.ADVISOR,
-        announced=True,
-        room_closed=True,
-        invited=(AdvisorMxid("@ann:test"), AdvisorMxid("@cy:test")),
+        version=7,
     )
     await store.save_conversation(ended)
     assert await store.get_conversation(c.id) == ended
     assert await store.get_conversation(ConversationId("nope")) is None
+
+
+async def test_version_is_stored_as_given_by_add_and_save(store: Store) -> None:
+    await with_visitors(store, 1)
+    c = conversation(1, version=5)
+    assert await store.add_conversation(c)
+    assert (await store.get_conversation(c.id)).version == 5  # type: ignore[union-attr]
+    for version in (6, 2**31 - 1, 0):  # the store keeps what it is given, nothing more
+        await store.save_conversation(dataclasses.replace(c, version=version))
+        assert (await store.get_conversation(c.id)).version == version  # type: ignore
 
 
 async def test_second_open_conversation_is_refused_until_the_first_ends(store: Store) -> None:
@@ -191,10 +298,10 @@ async def test_second_open_conversation_is_refused_until_the_first_ends(store: S
     assert await store.add_conversation(conversation(3, visitor_n=2))  # others are unaffected
 
     for status in (ConversationStatus.INVITING, ConversationStatus.ACTIVE):
-        await store.save_conversation(dataclasses.replace(first, status=status))
+        await store.save_conversation(with_status(first, status))
         assert not await store.add_conversation(second)
 
-    await store.save_conversation(dataclasses.replace(first, status=ConversationStatus.ENDED))
+    await store.save_conversation(with_status(first, ConversationStatus.ENDED))
     assert await store.add_conversation(second)
     assert await store.get_conversation(second.id) == second
 
@@ -245,34 +352,6 @@ async def test_open_conversations_are_oldest_first_and_exclude_ended(store: Stor
     await store.add_conversation(conversation(2, visitor_n=4, status=ConversationStatus.INVITING))
 
     assert [c.id for c in await store.open_conversations()] == ["c1", "c2", "c3"]
-
-
-async def test_invites_to_withdraw_are_every_desk_invite_but_the_current_offer(
-    store: Store,
-) -> None:
-    ann, bob = AdvisorMxid("@ann:test"), AdvisorMxid("@bob:test")
-    await with_visitors(store, 1, 2, 3, 4, 5)
-    room = {n: RoomId(f"!r{n}:test") for n in range(1, 6)}
-    offered = dict(status=ConversationStatus.INVITING, advisor=ann, invite_deadline=T0 + 60)
-    await store.add_conversation(conversation(1, 1, room_id=room[1], invited=(ann,), **offered))
-    await store.add_conversation(  # offered to ann now; bob's earlier offer not withdrawn yet
-        conversation(2, 2, room_id=room[2], invited=(bob, ann), **offered)
-    )
-    await store.add_conversation(conversation(3, 3, room_id=room[3], invited=(ann,)))
-    await store.add_conversation(
-        conversation(4, 4, room_id=room[4], status=ConversationStatus.ENDED, invited=(ann,))
-    )
-    await store.add_conversation(conversation(5, 5, room_id=room[5]))
-
-    found = sorted(await store.invites_to_withdraw(), key=lambda c: c.id)
-    assert [(c.id, c.invites_to_withdraw) for c in found] == [
-        ("c2", (bob,)),
-        ("c3", (ann,)),
-        ("c4", (ann,)),
-    ]
-    for c in found:
-        await store.save_conversation(dataclasses.replace(c, invited=()))
-    assert await store.invites_to_withdraw() == []
 
 
 # messages
@@ -349,50 +428,24 @@ async def test_message_is_found_by_its_event(store: Store) -> None:
     assert await store.message_by_event(EventId("$nope")) is None
 
 
-async def test_delivery_is_tracked_per_message(store: Store) -> None:
-    await with_conversations(store, 1, 2, 3)
+async def test_message_is_found_by_id_and_keeps_the_event_it_was_sent_as(store: Store) -> None:
+    await with_conversations(store, 1, 2)
     a1, _ = await store.add_message(message(1))
     a2, _ = await store.add_message(message(2))
     b1, _ = await store.add_message(message(1, conv=2))
-    c1, _ = await store.add_message(dataclasses.replace(message(1, conv=3), delivered=True))
-    assert c1.delivered
-    assert await store.conversations_with_undelivered() == {"c1", "c2"}
+    assert await store.get_message(a1.id) == a1
+    assert await store.get_message(b1.id) == b1
+    assert await store.get_message(MessageId("nope")) is None
 
-    await store.mark_delivered(a1.id, EventId("$a1"))
-    delivered = await store.message_by_event(EventId("$a1"))
-    assert delivered == dataclasses.replace(a1, delivered=True, event_id=EventId("$a1"))
-    assert await store.undelivered_messages(ConversationId("c1")) == [a2]
-    assert await store.conversations_with_undelivered() == {"c1", "c2"}
+    await store.set_message_event(a1.id, EventId("$a1"))
+    sent = dataclasses.replace(a1, event_id=EventId("$a1"))
+    assert await store.get_message(a1.id) == sent
+    assert await store.message_by_event(EventId("$a1")) == sent
+    assert await store.messages(ConversationId("c1")) == [sent, a2]  # the others untouched
+    assert await store.get_message(b1.id) == b1
 
-    await store.mark_delivered(a2.id, EventId("$a2"))
-    assert await store.undelivered_messages(ConversationId("c1")) == []
-    assert await store.undelivered_messages(ConversationId("c2")) == [b1]
-    assert await store.conversations_with_undelivered() == {"c2"}
-
-
-async def test_undelivered_messages_are_claimed_by_one_process_at_a_time(
-    backend: Backend,
-) -> None:
-    store = backend.store
-    await with_conversations(store, 1)
-    first, _ = await store.add_message(message(1))
-    second, _ = await store.add_message(message(2))
-    async with store.claim_undelivered(ConversationId("c1")) as batch:
-        assert batch == [first, second]
-        await store.mark_delivered(first.id, EventId("$1"))
-        if backend.name == "postgres":  # another process meanwhile: nothing, not even m2
-            assert backend.url is not None
-
-            async def other_process() -> list[Message]:
-                async with started(backend.url) as other_db:  # type: ignore[arg-type]
-                    async with SqlStore(other_db).claim_undelivered(ConversationId("c1")) as b:
-                        return b
-
-            # a fresh context: mautrix keeps "the connection in use" in a context variable
-            assert await asyncio.create_task(other_process(), context=contextvars.Context()) == []
-    # what the claim delivered is committed; the rest is there for the next claim
-    async with store.claim_undelivered(ConversationId("c1")) as batch:
-        assert batch == [second]
+    await store.set_message_event(MessageId("nope"), EventId("$x"))  # nothing to record
+    assert await store.message_by_event(EventId("$x")) is None
 
 
 async def test_a_claim_is_held_by_one_process_and_let_go_at_the_end_of_its_block(
@@ -407,16 +460,15 @@ async def test_a_claim_is_held_by_one_process_and_let_go_at_the_end_of_its_block
             async with SqlStore(other_db).claim(name) as mine:
                 return mine
 
-    def apart(name: str) -> asyncio.Task[bool]:
-        # a fresh context: mautrix keeps "the connection in use" in a context variable
-        return asyncio.create_task(other_process(name), context=contextvars.Context())
+    def elsewhere(name: str) -> asyncio.Task[bool]:
+        return apart(lambda: other_process(name))
 
     async with store.claim("room:c1") as mine:
         assert mine
         # SQLite and memory serve one process: the caller's own lock decides there
-        assert await apart("room:c1") is (backend.name != "postgres")
-        assert await apart("room:c2")  # another name is another claim
-    assert await apart("room:c1")  # let go when the block ended
+        assert await elsewhere("room:c1") is (backend.name != "postgres")
+        assert await elsewhere("room:c2")  # another name is another claim
+    assert await elsewhere("room:c1")  # let go when the block ended
 
 
 # advisors
@@ -504,6 +556,32 @@ async def test_transaction_rolls_back_every_write_when_the_body_raises(backend: 
     assert await store.messages(ConversationId("c1")) == []
     assert await store.get_setting("cursor") is None
     assert await store.add_conversation(conversation(1))  # the store is usable afterwards
+
+
+async def test_an_event_marked_handled_commits_with_its_transaction(backend: Backend) -> None:
+    store = backend.store
+
+    async def handled(event_id: str) -> bool:
+        if isinstance(store, MemoryStore):
+            return event_id in store.handled_events
+        assert isinstance(store, SqlStore)
+        return await AppserviceLog(store.db).event_handled(event_id)
+
+    await store.mark_event_handled("$e1")
+    await store.mark_event_handled("$e1")  # a second mark is harmless
+    with pytest.raises(RuntimeError, match="boom"):
+        async with asyncio.timeout(5), store.transaction():
+            await store.mark_event_handled("$e2")
+            await store.add_visitor(visitor(1), "session-1")
+            raise RuntimeError("boom")
+    async with asyncio.timeout(5), store.transaction():
+        await store.mark_event_handled("$e3")
+        await store.add_visitor(visitor(1), "session-1")
+
+    assert await handled("$e1")
+    assert not await handled("$e2")  # rolled back with the change it caused
+    assert await handled("$e3")
+    assert await store.get_visitor(VisitorId("v1")) == visitor(1)
 
 
 # the appservice's idempotency log

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from bridge.desk import Desk as Core
+from bridge.desk import DeskSettings, build_desk
 from bridge.model import Conversation, ConversationId, RoutingSettings
-from bridge.services.advisors import AdvisorService
-from bridge.services.conversations import ConversationService
-from bridge.services.presenter import Presenter
-from bridge.services.queue import QueueService
-from tests.fakes import FakeClock, FakeMatrixGateway, FakeVisitorChannel, MemoryStore
+from tests.fakes import FakeClock, FakeMatrixGateway, FakeVisitorChannel, MemoryStore, Settled
 
 TOPICS = {"general": "General question", "billing": "Billing"}
 
@@ -20,9 +19,18 @@ class Desk:
     gateway: FakeMatrixGateway
     channel: FakeVisitorChannel
     clock: FakeClock
-    queue: QueueService
-    conversations: ConversationService
-    advisors: AdvisorService
+    core: Core
+
+    def __post_init__(self) -> None:
+        outbox = self.core.outbox
+        self.outbox = outbox
+        self.queue = Settled(self.store, outbox, self.core.queue)
+        self.conversations = Settled(self.store, outbox, self.core.visitors, self.core.rooms)
+        self.advisors = Settled(self.store, outbox, self.core.advisors)
+
+    async def settle(self) -> int:
+        """Run what is due (time passed: timers); how many rows ran."""
+        return await self.outbox.drain()
 
     async def visitor(
         self, session: str, name: str = "Vera", message: str = "Hello"
@@ -36,7 +44,7 @@ class Desk:
     async def advisor(
         self, mxid: str, available: bool = True, capacity: int | None = None
     ) -> None:
-        await self.advisors.add(mxid)
+        await self.advisors.add(mxid, welcome=False)
         if capacity is not None:
             await self.advisors.set_capacity(mxid, capacity)
         if available:
@@ -48,15 +56,23 @@ class Desk:
         return conversation
 
 
-@pytest.fixture
-def desk() -> Desk:
+def make_desk(**settings: Any) -> Desk:
     store, gateway, channel, clock = (
         MemoryStore(),
         FakeMatrixGateway(),
         FakeVisitorChannel(),
         FakeClock(),
     )
-    presenter = Presenter(store, channel, TOPICS)
-    queue = QueueService(store, gateway, presenter, clock, RoutingSettings(3, 60.0))
-    conversations = ConversationService(store, gateway, channel, presenter, queue, clock, TOPICS)
-    return Desk(store, gateway, channel, clock, queue, conversations, AdvisorService(store, queue))
+    core = build_desk(
+        store,
+        gateway,
+        channel,
+        clock,
+        DeskSettings(topics=TOPICS, routing=RoutingSettings(3, 60.0), **settings),
+    )
+    return Desk(store, gateway, channel, clock, core)
+
+
+@pytest.fixture
+def desk() -> Desk:
+    return make_desk()

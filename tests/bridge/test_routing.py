@@ -6,9 +6,12 @@ from collections import Counter
 
 import pytest
 
+from bridge.desk import DeskSettings, build_desk
 from bridge.model import Advisor, AdvisorMxid, ConversationStatus, Presence
 from bridge.ports import StatusEvent
 from bridge.routing import pick_advisor
+
+from .conftest import TOPICS
 
 A, B, C = AdvisorMxid("@ana:hs"), AdvisorMxid("@bob:hs"), AdvisorMxid("@cid:hs")
 
@@ -83,10 +86,10 @@ async def test_an_unanswered_invite_is_skipped_after_the_timeout(desk):
     cid = await desk.visitor("s1")
     assert (await desk.conv(cid)).advisor == A
     desk.clock.advance(59)
-    await desk.conversations.tick()
+    await desk.settle()
     assert (await desk.conv(cid)).advisor == A
     desk.clock.advance(1.5)
-    await desk.conversations.tick()
+    await desk.settle()
     conv = await desk.conv(cid)
     assert conv.status is ConversationStatus.INVITING and conv.advisor == B
     assert ("revoke", conv.room_id, A) in desk.gateway.sent
@@ -146,12 +149,12 @@ async def test_a_queued_visitor_who_closed_the_page_is_dropped_after_a_grace_tim
     gone, staying = [await desk.visitor(s) for s in ("s1", "s2")]
     desk.channel.watching.add(staying)
     desk.clock.advance(1)
-    await desk.conversations.tick()  # the clock starts when the page is first seen gone
+    await desk.conversations.page_closed(gone)  # the clock starts when the last page closes
     desk.clock.advance(299)
-    await desk.conversations.tick()
+    await desk.settle()
     assert (await desk.conv(gone)).status is ConversationStatus.WAITING  # a reload is in time
-    desk.clock.advance(6)  # (the sweep runs every few seconds)
-    await desk.conversations.tick()
+    desk.clock.advance(1)
+    await desk.settle()
     ended = await desk.conv(gone)
     assert ended.status is ConversationStatus.ENDED
     assert (await desk.store.messages(gone))[-1].body == (
@@ -163,9 +166,42 @@ async def test_a_queued_visitor_who_closed_the_page_is_dropped_after_a_grace_tim
     await desk.advisors.set_available(A, True)
     room = (await desk.conv(staying)).room_id
     await desk.conversations.advisor_joined(room, A)
+    desk.channel.watching.discard(staying)
+    await desk.conversations.page_closed(staying)
     desk.clock.advance(1000)
-    await desk.conversations.tick()
+    await desk.settle()
     assert (await desk.conv(staying)).status is ConversationStatus.ACTIVE
+
+
+async def test_a_visitor_who_comes_back_in_time_is_not_dropped_and_a_restart_drops_nobody_early(
+    desk,
+):
+    await desk.advisor(A, available=False)
+    cid = await desk.visitor("s1")
+    await desk.conversations.page_closed(cid)
+    desk.clock.advance(200)
+    desk.channel.watching.add(cid)  # reloaded
+    desk.clock.advance(200)
+    await desk.settle()
+    assert (await desk.conv(cid)).status is ConversationStatus.WAITING
+    desk.channel.watching.discard(cid)  # gone again: a full grace time from now
+    await desk.conversations.page_closed(cid)
+    desk.clock.advance(299)
+    await desk.settle()
+    assert (await desk.conv(cid)).status is ConversationStatus.WAITING
+    # a restart: the new process did not see the page close, and counts from when it looks
+    restarted = build_desk(
+        desk.store, desk.gateway, desk.channel, desk.clock, DeskSettings(topics=TOPICS)
+    )
+    desk.clock.advance(1)
+    await restarted.outbox.drain()
+    assert (await desk.conv(cid)).status is ConversationStatus.WAITING
+    desk.clock.advance(299)
+    await restarted.outbox.drain()
+    assert (await desk.conv(cid)).status is ConversationStatus.WAITING
+    desk.clock.advance(1)
+    await restarted.outbox.drain()
+    assert (await desk.conv(cid)).status is ConversationStatus.ENDED
 
 
 async def test_an_advisor_going_offline_mid_chat_hands_the_visitor_to_someone_else(desk):
@@ -198,9 +234,9 @@ async def test_a_wall_clock_step_moves_an_offer_on_after_one_timeout_at_most(des
     cid = await desk.visitor("s1")
     assert (await desk.conv(cid)).advisor == A
     desk.clock.jump(step)
-    await desk.conversations.tick()
+    await desk.settle()
     desk.clock.advance(then)
-    await desk.conversations.tick()
+    await desk.settle()
     conv = await desk.conv(cid)
     assert conv.status is ConversationStatus.INVITING and conv.advisor == B
     await desk.conversations.advisor_joined(conv.room_id, B)
@@ -223,10 +259,17 @@ async def test_a_visitor_offered_back_to_an_advisor_still_in_the_room_is_theirs_
 async def test_a_wall_clock_step_never_drops_a_queued_visitor(desk):
     await desk.advisor(A, available=False)
     cid = await desk.visitor("s1")
-    await desk.conversations.tick()
+    await desk.conversations.page_closed(cid)
+    desk.clock.advance(10)
     desk.clock.jump(86_400)
-    await desk.conversations.tick()
+    await desk.settle()
     assert (await desk.conv(cid)).status is ConversationStatus.WAITING
+    desk.clock.advance(289)
+    await desk.settle()
+    assert (await desk.conv(cid)).status is ConversationStatus.WAITING
+    desk.clock.advance(1)
+    await desk.settle()
+    assert (await desk.conv(cid)).status is ConversationStatus.ENDED
 
 
 async def test_a_guest_who_joins_a_waiting_visitors_room_does_not_take_the_visitor(desk):

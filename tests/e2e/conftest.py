@@ -15,8 +15,8 @@ from appservice.bootstrap import Switchboard
 from appservice.config import Config, RoutingConfig, generate
 from appservice.local_homeserver import LocalHomeserver
 from bridge.ports import Clock
-from tests.e2e.advisor import AdvisorClient
-from tests.e2e.visitor import Visitor
+from harness.advisor import AdvisorClient
+from harness.visitor import Visitor
 from tests.pg import fresh_schema_url
 
 PASSWORD = "advisor-password"
@@ -187,7 +187,8 @@ class People:
         client = await AdvisorClient.login(self.homeserver.server.url, mxid, PASSWORD)
         self.clients.append(client)
         if switchboard is not None:
-            await switchboard.advisors.add(mxid, name.capitalize())
+            # set up as the store would have them: no welcome chat (its invite would come first)
+            await switchboard.advisors.add(mxid, name.capitalize(), welcome=False)
             if available:
                 await switchboard.advisors.set_available(mxid, True)
         return client

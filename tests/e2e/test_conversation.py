@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.model import ConversationStatus, Sender
-from tests.e2e.visitor import Visitor
+from harness.visitor import Visitor
 
 
 async def test_visitor_and_advisor_chat_both_ways_until_the_advisor_closes(desks, people):
@@ -67,7 +67,7 @@ async def test_visitor_and_advisor_chat_both_ways_until_the_advisor_closes(desks
     conversation = await desk.store.get_conversation(started["conversation"]["id"])
     assert conversation.status is ConversationStatus.ENDED
     assert conversation.ended_by is Sender.ADVISOR
-    transcript = await desk.conversations.transcript(conversation.id)
+    transcript = await desk.rooms.transcript(conversation.id)
     assert [(m.sender, m.body) for m in transcript] == [
         (Sender.VISITOR, "Hello, I was charged twice."),
         (Sender.SYSTEM, "Ana joined the chat."),

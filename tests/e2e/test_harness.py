@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.e2e.advisor import AdvisorClient
+from harness.advisor import AdvisorClient
 from tests.e2e.conftest import PASSWORD, Homeserver
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.e2e.visitor import Visitor
+from harness.visitor import Visitor
 
 
 async def _until_status_says(advisor, control, bot, words: str, tries: int = 25) -> None:
@@ -26,7 +26,7 @@ async def _until_status_says(advisor, control, bot, words: str, tries: int = 25)
 
 async def _with_control_room(desk, advisor):
     """The bot's direct chat: sharing a room is what lets the homeserver push presence to us."""
-    await desk.welcome_advisor(advisor.user_id)
+    await desk.advisors.welcome(advisor.user_id)
     control = await advisor.wait_for_invite()
     await advisor.join(control)
     return control

@@ -20,8 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.e2e.advisor import AdvisorClient
-from tests.e2e.visitor import Visitor
+from harness.advisor import AdvisorClient
+from harness.visitor import Visitor
 
 RETRY_PAUSE = 0.2
 

@@ -38,7 +38,7 @@ class SwitchboardProcess:
         self.log_path = config_path.with_suffix(".log")
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> None:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "appservice", "run", "-c", str(self.config_path)],
@@ -46,6 +46,7 @@ class SwitchboardProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
         deadline = time.monotonic() + timeout
         url = f"{self.config.portal.public_url}/healthz"
@@ -59,6 +60,13 @@ class SwitchboardProcess:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"Switchboard did not start: {self.log_path.read_text()[-3000:]}")
+
+    def wait_killed(self, timeout: float = 30) -> int:
+        """Wait for the process to die by itself (a crash hook); its exit status."""
+        assert self._process is not None
+        code = self._process.wait(timeout)
+        self._process = None
+        return code
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as when the machine loses power."""

@@ -28,7 +28,7 @@ async def test_a_handler_failing_mid_transaction_is_retried_and_nothing_is_lost(
 ):
     desk = await sqlite_desks.start()
     load = await _load(desk, people)
-    real = desk.conversations.advisor_message
+    real = desk.rooms.advisor_message
     failures = {"left": 2}
 
     async def flaky(*args, **kwargs):
@@ -37,7 +37,7 @@ async def test_a_handler_failing_mid_transaction_is_retried_and_nothing_is_lost(
             raise RuntimeError("injected: the handler broke")
         return await real(*args, **kwargs)
 
-    desk.conversations.advisor_message = flaky  # type: ignore[method-assign]
+    desk.rooms.advisor_message = flaky  # type: ignore[method-assign]
     await load.exchange(messages=8)
     await load.settle(timeout=40)
     accounts = await load.account()
@@ -152,9 +152,13 @@ async def test_clock_steps_back_and_forward_never_freeze_or_skip_an_offer(sqlite
     by_id = {ana.user_id: ana, bob.user_id: bob}
     vera = await people.visitor(desk)
     started = await vera.start()
+    invited = [asyncio.create_task(a.wait_for_invite()) for a in (ana, bob)]
+    done, pending = await asyncio.wait(invited, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    room = done.pop().result()
     first = by_id[(await desk.store.get_conversation(started["conversation"]["id"])).advisor]
     second = bob if first is ana else ana
-    room = await first.wait_for_invite()
     clock.offset = -3600  # stepped back an hour right after the offer
     began = time.monotonic()
     # withdrawn after one timeout of real time, not after the hour comes back

@@ -8,8 +8,8 @@ import uuid
 import aiohttp
 import pytest
 
+from harness.visitor import Visitor
 from tests.e2e.conftest import free_port
-from tests.e2e.visitor import Visitor
 from tests.faults.process import SwitchboardProcess, write_config
 from tests.pg import fresh_schema_url
 

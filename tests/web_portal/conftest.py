@@ -20,12 +20,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from appservice.db import SqlStore, close_database, open_database
+from bridge.desk import Desk, DeskSettings, build_desk
 from bridge.model import AdvisorMxid, ConversationId, EventId, RoutingSettings
-from bridge.services.advisors import AdvisorService
-from bridge.services.conversations import ConversationService
-from bridge.services.presenter import Presenter
-from bridge.services.queue import QueueService
-from tests.fakes import FakeClock, FakeMatrixGateway, MemoryStore
+from tests.fakes import FakeClock, FakeMatrixGateway, MemoryStore, Settled
 from web_portal.app import PortalSettings, create_app
 from web_portal.hub import VisitorHub
 from web_portal.openapi import openapi_document
@@ -252,12 +249,20 @@ class Portal:
     gateway: FakeMatrixGateway
     hub: VisitorHub
     clock: FakeClock
-    conversations: ConversationService
-    advisors: AdvisorService
+    desk: Desk
     settings: PortalSettings
     server: TestServer
     _client: Callable[..., Awaitable[TestClient]]
     visitors: list[Visitor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        outbox = self.desk.outbox
+        self.conversations = Settled(self.store, outbox, self.desk.visitors, self.desk.rooms)
+        self.advisors = Settled(self.store, outbox, self.desk.advisors)
+
+    async def settle(self) -> None:
+        """What the requests so far set in motion has run (the outbox is drained)."""
+        await self.desk.outbox.drain()
 
     async def visitor(self) -> Visitor:
         visitor = Visitor(await self._client(self.server))
@@ -316,22 +321,12 @@ async def make_portal(
             memory = SqlStore(databases[-1])
         gateway, hub, clock = FakeMatrixGateway(), VisitorHub(), FakeClock()
         store: Any = LatentStore(memory) if latency else memory
-        presenter = Presenter(store, hub, TOPICS)
-        queue = QueueService(store, gateway, presenter, clock, RoutingSettings(3, 60.0))
-        conversations = ConversationService(store, gateway, hub, presenter, queue, clock, TOPICS)
-        app = create_app(conversations, hub, settings)
-        server = await aiohttp_server(app)
-        portal = Portal(
-            memory,
-            gateway,
-            hub,
-            clock,
-            conversations,
-            AdvisorService(store, queue),
-            settings,
-            server,
-            aiohttp_client,
+        desk = build_desk(
+            store, gateway, hub, clock, DeskSettings(TOPICS, RoutingSettings(3, 60.0))
         )
+        app = create_app(desk.visitors, hub, settings)
+        server = await aiohttp_server(app)
+        portal = Portal(memory, gateway, hub, clock, desk, settings, server, aiohttp_client)
         portals.append(portal)
         return portal
 

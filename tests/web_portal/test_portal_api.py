@@ -55,6 +55,7 @@ async def test_visitor_chats_from_start_to_end_through_the_documented_api(portal
     assert [(m["sender"], m["author"], m["body"]) for m in started["messages"]] == [
         ("visitor", "Vera", "Hello")
     ]
+    await portal.settle()  # the room is made from the outbox, after the answer
     room = portal.gateway.of("room")
     assert len(room) == 1 and room[0][3] == "Vera (visitor)"
     assert ("text", room[0][1], "Hello") in portal.gateway.sent
@@ -75,6 +76,7 @@ async def test_visitor_chats_from_start_to_end_through_the_documented_api(portal
     assert response.status == 201
     assert sent["message"]["body"] == "Where is my parcel?"
     assert sent["message"]["client_id"] == "c-1"
+    await portal.settle()
     assert ("text", room[0][1], "Where is my parcel?") in portal.gateway.sent
 
     response = await vera.post("/api/conversation/typing", {"typing": True})
@@ -107,6 +109,7 @@ async def test_visitor_chats_from_start_to_end_through_the_documented_api(portal
     contract.response("/api/conversation/end", "post", response.status, ended)
     assert response.status == 200
     assert ended["conversation"]["status"] == "ended"
+    await portal.settle()
     assert portal.gateway.of("leave")
 
     response = await vera.post(
@@ -123,6 +126,7 @@ async def test_starting_twice_returns_the_open_conversation(portal: Portal) -> N
     assert (first_status, second_status) == (201, 200)
     assert second["conversation"]["id"] == first["conversation"]["id"]
     assert [m["body"] for m in second["messages"]] == ["Hello"]
+    await portal.settle()
     assert portal.gateway.rooms == 1
 
 
@@ -138,6 +142,7 @@ async def test_ten_concurrent_starts_from_one_session_open_one_conversation_and_
     assert statuses == [200] * 9 + [201]
     assert len({body["conversation"]["id"] for _, body in results}) == 1
     assert len(portal.store.conversations) == 1
+    await portal.settle()
     assert portal.gateway.rooms == 1
     (log,) = portal.store.messages_.values()
     assert [m.body for m in log] == ["Hello"]

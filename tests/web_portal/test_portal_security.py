@@ -152,7 +152,7 @@ async def test_a_failure_after_the_upgrade_closes_that_socket_with_1011_and_a_re
     async def store_down(*args: Any) -> Any:
         raise RuntimeError("database is gone")
 
-    monkeypatch.setattr(portal.conversations, "current", store_down)
+    monkeypatch.setattr(portal.desk.visitors, "current", store_down)
     ws = await vera.ws()
     assert await closed(ws) == 1011
     assert ws.close_code == 1011

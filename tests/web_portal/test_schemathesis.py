@@ -42,11 +42,8 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
+from bridge.desk import DeskSettings, build_desk
 from bridge.model import RoutingSettings
-from bridge.services.advisors import AdvisorService
-from bridge.services.conversations import ConversationService
-from bridge.services.presenter import Presenter
-from bridge.services.queue import QueueService
 from bridge.validation import MAX_EMAIL, MAX_MESSAGE, MAX_NAME
 from tests.fakes import FakeClock, FakeMatrixGateway, MemoryStore
 from web_portal.app import create_app
@@ -130,22 +127,27 @@ class LivePortal:
     def __exit__(self, *exc: object) -> None:
         if self.runner is not None:
             asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._stop_dispatcher(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
 
+    async def _stop_dispatcher(self) -> None:
+        self.dispatcher.cancel()
+        await asyncio.gather(self.dispatcher, return_exceptions=True)
+
     async def _start(self) -> str:
         # built on the serving loop, as bootstrap.py builds them on the appservice's
         store, gateway, hub, clock = MemoryStore(), FakeMatrixGateway(), VisitorHub(), FakeClock()
-        presenter = Presenter(store, hub, TOPICS)
-        queue = QueueService(store, gateway, presenter, clock, RoutingSettings(3, 60.0))
-        conversations = ConversationService(store, gateway, hub, presenter, queue, clock, TOPICS)
-        advisors = AdvisorService(store, queue)
+        desk = build_desk(
+            store, gateway, hub, clock, DeskSettings(TOPICS, RoutingSettings(3, 60.0))
+        )
         # an advisor on duty, so a started chat moves on to "inviting" as it does in production
-        await advisors.add("@ana:test", display_name="Ana")
-        await advisors.set_available("@ana:test", True)
+        await desk.advisors.add("@ana:test", display_name="Ana")
+        await desk.advisors.set_available("@ana:test", True)
+        self.dispatcher = asyncio.ensure_future(desk.outbox.run_forever())
         # the rate limit is tested elsewhere; here it would only turn starts into 429s
-        app = create_app(conversations, hub, make_settings(starts_per_minute=100_000))
+        app = create_app(desk.visitors, hub, make_settings(starts_per_minute=100_000))
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -1061,6 +1061,8 @@
   function applyConversation(c) {
     if (!c || typeof c !== 'object') return;
     const prev = state.conversation;
+    // statuses are pushed after their commit and may cross: never go back to an older one
+    if (prev && prev.id === c.id && toInt(c.version) < toInt(prev.version)) return;
     if (prev && prev.id === c.id) {
       c.read_up_to = Math.max(toInt(prev.read_up_to), toInt(c.read_up_to));
     }

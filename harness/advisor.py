@@ -1,4 +1,5 @@
-"""A real Matrix client (matrix-nio) that plays a human advisor in integration tests.
+"""A real Matrix client (matrix-nio) that plays a human advisor in the end-to-end tests
+and the benchmarks.
 
 ``AdvisorClient.login`` logs in, sets presence online and runs ``sync_forever`` in
 a background task. Every sync response is recorded (invites, timeline events,

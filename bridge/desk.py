@@ -1,0 +1,86 @@
+"""The core wired together once: for the appservice's start-up, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .model import RoutingSettings
+from .outbox import Dispatcher, Handlers, UnitOfWork
+from .ports import Clock, MatrixGateway, Store, VisitorChannel
+from .services.advisors import AdvisorService
+from .services.bot import BotService
+from .services.matrix_side import MatrixSide
+from .services.presenter import Presenter
+from .services.queue import QueueService
+from .services.rooms import RoomService
+from .services.visitors import VisitorService
+
+
+@dataclass(frozen=True)
+class DeskSettings:
+    topics: Mapping[str, str]
+    routing: RoutingSettings = RoutingSettings()
+    abandon_after: float = 300.0
+
+
+@dataclass
+class Desk:
+    """The core's services by caller: ``visitors`` (the portal), ``rooms`` (Matrix events),
+    ``advisors`` and ``bot`` (the bot's commands), ``queue`` (routing) and the ``outbox``
+    dispatcher that runs every side effect."""
+
+    store: Store
+    presenter: Presenter
+    queue: QueueService
+    visitors: VisitorService
+    rooms: RoomService
+    advisors: AdvisorService
+    bot: BotService
+    handlers: Handlers
+    outbox: Dispatcher
+    uow: UnitOfWork
+
+
+def build_desk(
+    store: Store,
+    gateway: MatrixGateway,
+    channel: VisitorChannel,
+    clock: Clock,
+    settings: DeskSettings,
+) -> Desk:
+    handlers = Handlers()
+    outbox = Dispatcher(store, handlers, clock)
+    uow = UnitOfWork(store, clock, outbox.wake)
+    presenter = Presenter(store, channel, settings.topics)
+    queue = QueueService(store, uow, presenter, clock, settings.routing)
+    visitors = VisitorService(
+        store,
+        uow,
+        gateway,
+        channel,
+        presenter,
+        queue,
+        clock,
+        settings.topics,
+        abandon_after=settings.abandon_after,
+    )
+    rooms = RoomService(store, uow, channel, presenter, queue)
+    advisors = AdvisorService(store, uow, queue)
+    bot = BotService(store, uow, gateway, advisors)
+    bot.register(handlers)
+    MatrixSide(store, gateway, queue, presenter).register(handlers)
+    visitors.register(handlers)
+    handlers.check_complete()
+    return Desk(
+        store=store,
+        presenter=presenter,
+        queue=queue,
+        visitors=visitors,
+        rooms=rooms,
+        advisors=advisors,
+        bot=bot,
+        handlers=handlers,
+        outbox=outbox,
+        uow=uow,
+    )

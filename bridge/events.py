@@ -1,0 +1,217 @@
+"""Domain events: what a transition raises, stored in the outbox with the new state.
+
+Each event is a small frozen dataclass. Its ``key`` orders it: the outbox runs the rows of one
+key one at a time, oldest first, and rows of different keys in parallel. A conversation's own
+work (its room, the visitor's text, its end) shares the key ``c:<id>``; an invite and its
+withdrawal share ``c:<id>:<advisor>``, so a withdrawal never overtakes its invite while the
+invite does not wait behind the puppet's join or the form. A timer carries ``due``, the
+wall-clock time it is claimed at, and a key of its own so that it blocks nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .model import AdvisorMxid, ConversationId, MessageId, RoomId
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    #: True: at most one unclaimed pending row of this key (a second raise adds nothing)
+    coalesce: ClassVar[bool] = False
+    #: claimed before rows of a higher number: the invite path goes first in a burst, since
+    #: the homeserver's CPU is what a burst of visitors waits for
+    priority: ClassVar[int] = 1
+
+    @property
+    def key(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def due_at(self) -> float | None:
+        """Wall-clock time the row becomes due; None: at once."""
+        return getattr(self, "due", None)
+
+    def payload(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ConversationOpened(DomainEvent):
+    """A visitor started: their puppet and room are made."""
+
+    priority: ClassVar[int] = 0
+    conversation_id: ConversationId
+
+    @property
+    def key(self) -> str:
+        return f"c:{self.conversation_id}"
+
+
+@dataclass(frozen=True)
+class VisitorEntered(DomainEvent):
+    """The visitor's puppet joins their room and the form's answers are posted."""
+
+    conversation_id: ConversationId
+
+    @property
+    def key(self) -> str:
+        return f"c:{self.conversation_id}"
+
+
+@dataclass(frozen=True)
+class VisitorSaid(DomainEvent):
+    """The visitor's message is to be sent to the room as their puppet."""
+
+    conversation_id: ConversationId
+    message_id: MessageId
+
+    @property
+    def key(self) -> str:
+        return f"c:{self.conversation_id}"
+
+
+@dataclass(frozen=True)
+class ConversationEnded(DomainEvent):
+    """The room is told how the chat ended and the puppet leaves (after all earlier text)."""
+
+    conversation_id: ConversationId
+
+    @property
+    def key(self) -> str:
+        return f"c:{self.conversation_id}"
+
+
+@dataclass(frozen=True)
+class Offered(DomainEvent):
+    """The advisor is invited to the room (version: of the conversation when offered)."""
+
+    priority: ClassVar[int] = 0
+
+    conversation_id: ConversationId
+    advisor: AdvisorMxid
+    version: int
+
+    @property
+    def key(self) -> str:
+        return f"c:{self.conversation_id}:{self.advisor}"
+
+
+@dataclass(frozen=True)
+class InviteWithdrawn(DomainEvent):
+    """The desk takes back its invite of the advisor (who is removed if they joined late)."""
+
+    conversation_id: ConversationId
+    advisor: AdvisorMxid
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return f"c:{self.conversation_id}:{self.advisor}"
+
+
+@dataclass(frozen=True)
+class QueueChanged(DomainEvent):
+    """Someone may now be offered to someone: a routing pass, then queue places to pages."""
+
+    coalesce: ClassVar[bool] = True
+    priority: ClassVar[int] = 0
+
+    @property
+    def key(self) -> str:
+        return "queue"
+
+
+@dataclass(frozen=True)
+class OfferExpires(DomainEvent):
+    """Timer: the offer of ``version`` runs out (nothing happens if it was taken or moved)."""
+
+    priority: ClassVar[int] = 0
+
+    conversation_id: ConversationId
+    advisor: AdvisorMxid
+    version: int
+    due: float
+
+    @property
+    def key(self) -> str:
+        return f"t:{self.conversation_id}:{self.version}"
+
+
+@dataclass(frozen=True)
+class VisitorMayHaveLeft(DomainEvent):
+    """Timer: a queued visitor's pages were all closed; if none is open again when it is due
+    (and the visitor still waits), the conversation is dropped."""
+
+    coalesce: ClassVar[bool] = True
+    conversation_id: ConversationId
+    due: float
+
+    @property
+    def key(self) -> str:
+        return f"a:{self.conversation_id}"
+
+
+@dataclass(frozen=True)
+class BotSaid(DomainEvent):
+    """The bot posts a notice (a command's answer), in order with what it said there before."""
+
+    room_id: RoomId
+    text: str
+    txn_id: str
+
+    @property
+    def key(self) -> str:
+        return f"r:{self.room_id}"
+
+
+@dataclass(frozen=True)
+class BotInvited(DomainEvent):
+    """Someone invited the bot to a room (a direct chat): it joins and says hello."""
+
+    room_id: RoomId
+    inviter: str
+
+    @property
+    def key(self) -> str:
+        return f"r:{self.room_id}"
+
+
+@dataclass(frozen=True)
+class AdvisorAdded(DomainEvent):
+    """A new advisor gets a direct chat with the bot, with instructions."""
+
+    advisor: AdvisorMxid
+
+    @property
+    def key(self) -> str:
+        return f"adv:{self.advisor}"
+
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        ConversationOpened,
+        VisitorEntered,
+        VisitorSaid,
+        ConversationEnded,
+        Offered,
+        InviteWithdrawn,
+        QueueChanged,
+        OfferExpires,
+        VisitorMayHaveLeft,
+        BotSaid,
+        BotInvited,
+        AdvisorAdded,
+    )
+}
+
+
+def decode(kind: str, payload: str) -> DomainEvent:
+    """The event stored as ``kind`` with ``payload`` (see :meth:`DomainEvent.payload`)."""
+    fields: dict[str, Any] = json.loads(payload)
+    return EVENT_TYPES[kind](**fields)

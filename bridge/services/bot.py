@@ -1,0 +1,74 @@
+"""The desk's bot as the core sees it: what it says, the chats it is invited to, and the direct
+chat it opens with each new advisor. Every word it says is an outbox row, committed with the
+change the command made (and the mark of the command's Matrix event), so a reply is neither lost
+nor doubled when the homeserver retries or Switchboard restarts."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+
+from ..events import AdvisorAdded, BotInvited, BotSaid
+from ..model import AdvisorMxid, RoomId
+from ..outbox import Attempt, Handlers, UnitOfWork
+from ..ports import MatrixGateway, Store
+from .advisors import AdvisorService
+
+log = logging.getLogger(__name__)
+
+HELLO = "Hello! I am the Switchboard bot. Type !help for what I can do for you."
+WELCOME = (
+    "You are now a Switchboard advisor. Type !available to start receiving visitors, "
+    "!away to stop, and !help for everything else. Visitors arrive as room invites."
+)
+
+
+class BotService:
+    def __init__(
+        self, store: Store, uow: UnitOfWork, gateway: MatrixGateway, advisors: AdvisorService
+    ) -> None:
+        self._store = store
+        self._uow = uow
+        self._gateway = gateway
+        self._advisors = advisors
+
+    def register(self, handlers: Handlers) -> None:
+        handlers.register(BotSaid, self._say)
+        handlers.register(BotInvited, self._join)
+        handlers.register(AdvisorAdded, self._welcome)
+
+    async def say(self, room_id: RoomId, text: str) -> None:
+        """The bot posts ``text`` in the room (a notice), in order with what it said before."""
+        async with self._uow() as batch:
+            batch.raise_([BotSaid(room_id, text, f"sb-say-{uuid.uuid4().hex}")])
+
+    async def invited(self, room_id: RoomId, inviter: str) -> None:
+        """Someone opened a chat with the bot: it joins and says what it is for. Anyone may;
+        the commands check who may do what."""
+        async with self._uow() as batch:
+            batch.raise_([BotInvited(room_id, inviter)])
+
+    async def _say(self, event: BotSaid, attempt: Attempt) -> None:
+        await self._gateway.post_notice(event.room_id, event.text, event.txn_id)
+
+    async def _join(self, event: BotInvited, attempt: Attempt) -> None:
+        await self._gateway.bot_join(event.room_id)
+        if await self._store.get_advisor(AdvisorMxid(event.inviter)) is not None:
+            await self._advisors.set_control_room(event.inviter, event.room_id)
+        await self._gateway.post_notice(event.room_id, HELLO, f"sb-hello-{event.room_id}")
+
+    async def _welcome(self, event: AdvisorAdded, attempt: Attempt) -> None:
+        """A direct chat with the new advisor, so they can talk to the bot (and the desk sees
+        their presence, which the homeserver only shares with users who share a room)."""
+        advisor = await self._store.get_advisor(event.advisor)
+        if advisor is None:
+            return  # removed again meanwhile
+        room_id = advisor.control_room
+        if room_id is None:
+            room_id = await self._gateway.open_direct_chat(advisor.mxid)
+            await self._store.save_advisor(dataclasses.replace(advisor, control_room=room_id))
+        await self._gateway.post_notice(room_id, WELCOME, f"sb-welcome-{room_id}")
+        await self._advisors.presence_changed(
+            advisor.mxid, await self._gateway.presence(advisor.mxid)
+        )

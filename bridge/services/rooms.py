@@ -1,0 +1,139 @@
+"""What happens in a conversation's Matrix room, as the appservice reports it: advisors join,
+leave, write, type, read and close."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+
+from ..errors import NotFound
+from ..model import (
+    AdvisorMxid,
+    Conversation,
+    ConversationId,
+    ConversationStatus,
+    EventId,
+    Message,
+    MessageId,
+    RoomId,
+    Sender,
+)
+from ..outbox import UnitOfWork
+from ..ports import ReadEvent, Store, TypingEvent, VisitorChannel
+from .presenter import Presenter
+from .queue import QueueService
+
+log = logging.getLogger(__name__)
+
+HANDED_BACK = "Your advisor had to leave. We are finding you another one."
+
+
+class RoomService:
+    def __init__(
+        self,
+        store: Store,
+        uow: UnitOfWork,
+        channel: VisitorChannel,
+        presenter: Presenter,
+        queue: QueueService,
+    ) -> None:
+        self._store = store
+        self._uow = uow
+        self._channel = channel
+        self._presenter = presenter
+        self._queue = queue
+
+    async def conversation_in(self, room_id: RoomId) -> Conversation | None:
+        return await self._store.conversation_by_room(room_id)
+
+    async def advisor_joined(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
+        """An advisor who joins on the desk's offer (or a waiting visitor's room) takes the
+        conversation; anyone else (a colleague's guest) is welcome and owns nothing, and one
+        who joined on an invite the desk is taking back is removed by that withdrawal."""
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is not None:
+            await self._queue.accept(conversation.id, advisor)
+
+    async def advisor_left(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
+        """Leaving while invited declines the offer; leaving an active chat hands it back."""
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None or conversation.advisor != advisor:
+            return
+        if conversation.status is ConversationStatus.INVITING:
+            await self._queue.skip(conversation.id, advisor, "Declined.")
+        elif conversation.status is ConversationStatus.ACTIVE:
+            await self._queue.release(conversation.id, advisor, HANDED_BACK)
+
+    async def advisor_message(
+        self,
+        room_id: RoomId,
+        sender: AdvisorMxid,
+        author: str,
+        event_id: EventId,
+        body: str,
+        ts: float,
+    ) -> Message | None:
+        """A message from the room to the visitor; the event id makes it idempotent."""
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None or not conversation.status.is_open:
+            return None
+        async with self._uow():
+            message, created = await self._store.add_message(
+                Message(
+                    id=MessageId(uuid.uuid4().hex),
+                    conversation_id=conversation.id,
+                    seq=0,
+                    sender=Sender.ADVISOR,
+                    author=author,
+                    body=body,
+                    ts=ts,
+                    event_id=event_id,
+                )
+            )
+        if created:
+            await self._presenter.message(message)
+        return message
+
+    async def advisor_typing(self, room_id: RoomId, typing_users: list[str]) -> None:
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None or conversation.status is not ConversationStatus.ACTIVE:
+            return
+        advisor = conversation.advisor
+        stored = await self._store.get_advisor(advisor) if advisor else None
+        await self._channel.publish(
+            conversation.id,
+            TypingEvent(typing=advisor in typing_users, name=stored.name if stored else "Advisor"),
+        )
+
+    async def advisor_read(self, room_id: RoomId, reader: str, event_id: EventId) -> None:
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None or reader != conversation.advisor:
+            return
+        if not conversation.status.is_open:
+            return  # an ended conversation does not change any more
+        message = await self._store.message_by_event(event_id)
+        if message is None or message.conversation_id != conversation.id:
+            return
+        async with self._queue.exclusive():
+            latest = await self._store.get_conversation(conversation.id)
+            if latest is None or message.seq <= latest.read_up_to:
+                return
+            async with self._uow():
+                await self._store.save_conversation(
+                    dataclasses.replace(latest, read_up_to=message.seq)
+                )
+        await self._channel.publish(conversation.id, ReadEvent(up_to=message.seq))
+
+    async def advisor_close(
+        self, room_id: RoomId, advisor: AdvisorMxid, name: str
+    ) -> Conversation:
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None:
+            raise NotFound("This room is not a Switchboard conversation.")
+        if not conversation.status.is_open:
+            return conversation
+        return await self._queue.end(conversation.id, Sender.ADVISOR, f"{name} ended the chat.")
+
+    async def transcript(self, conversation_id: ConversationId) -> list[Message]:
+        return await self._store.messages(conversation_id)

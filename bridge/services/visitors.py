@@ -1,0 +1,282 @@
+"""What a visitor's page asks of the desk: start, write, type, read, end, and leaving."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from typing import Any, Callable, Mapping
+
+from .. import validation
+from ..errors import InvalidInput, NoOpenConversation, RateLimited
+from ..events import (
+    ConversationOpened,
+    QueueChanged,
+    VisitorEntered,
+    VisitorMayHaveLeft,
+    VisitorSaid,
+)
+from ..locks import KeyedLock
+from ..model import (
+    Conversation,
+    ConversationId,
+    ConversationStatus,
+    Message,
+    MessageId,
+    Sender,
+    Visitor,
+    VisitorId,
+)
+from ..outbox import Attempt, Handlers, UnitOfWork
+from ..ports import Clock, ConversationView, MatrixGateway, Store, VisitorChannel
+from .presenter import Presenter
+from .queue import QueueService
+
+log = logging.getLogger(__name__)
+FORM_CLIENT_ID = "prechat-form"  # the form's first message; never a visitor's own id
+QUEUED = (ConversationStatus.WAITING, ConversationStatus.INVITING)
+LEFT = "The visitor left before an advisor was free."
+
+
+def new_visitor_id() -> VisitorId:
+    # lowercase and short: it becomes part of the puppet's Matrix localpart
+    return VisitorId(secrets.token_hex(8))
+
+
+def new_txn_id() -> str:
+    return f"sb-{uuid.uuid4().hex}"
+
+
+class VisitorService:
+    """The portal's use cases. A visitor is known by the hash of their session cookie."""
+
+    def __init__(
+        self,
+        store: Store,
+        uow: UnitOfWork,
+        gateway: MatrixGateway,
+        channel: VisitorChannel,
+        presenter: Presenter,
+        queue: QueueService,
+        clock: Clock,
+        topics: Mapping[str, str],
+        *,
+        abandon_after: float = 300.0,
+    ) -> None:
+        self._store = store
+        self._uow = uow
+        self._gateway = gateway
+        self._channel = channel
+        self._presenter = presenter
+        self._queue = queue
+        self._clock = clock
+        self._topics = topics
+        self._abandon_after = abandon_after
+        self._visitor_locks = KeyedLock()
+        # monotonic time this process last saw the last page of a queued conversation close
+        self._unwatched_since: dict[ConversationId, float] = {}
+
+    def register(self, handlers: Handlers) -> None:
+        handlers.register(VisitorMayHaveLeft, self.drop_if_gone)
+
+    async def visitor_for_session(self, session_hash: str) -> Visitor | None:
+        return await self._store.visitor_by_session(session_hash)
+
+    async def start(
+        self, session_hash: str, form: Any, admit: Callable[[], bool] = lambda: True
+    ) -> tuple[Conversation, bool]:
+        """Open the visitor's conversation from the pre-chat form.
+
+        One visitor has at most one open conversation: a second start (double click, retried
+        request, another tab, another process) returns the open one with ``False``. ``admit``
+        is asked only when a new conversation would be created (the portal's rate limit);
+        refusing raises :class:`RateLimited`. The room is made afterwards, from the outbox:
+        the answer does not wait for the homeserver.
+        """
+        request = validation.start_request(form, self._topics)
+        async with self._visitor_locks(session_hash):
+            visitor = await self._store.visitor_by_session(session_hash)
+            if visitor is not None:
+                current = await self._store.latest_conversation(visitor.id)
+                if current is not None and current.status.is_open:
+                    return current, False
+            if not admit():
+                raise RateLimited("Too many new chats from your network. Please wait a minute.")
+            now = self._clock.now()
+            # the name and email given this time are the ones the advisor should see
+            given = Visitor(
+                visitor.id if visitor else new_visitor_id(), request.name, request.email, now
+            )
+            async with self._uow() as batch:
+                visitor = await self._store.add_visitor(given, session_hash)
+                conversation = Conversation(
+                    id=ConversationId(uuid.uuid4().hex),
+                    visitor_id=visitor.id,
+                    topic=request.topic,
+                    status=ConversationStatus.WAITING,
+                    created_at=now,
+                    queued_at=now,
+                )
+                created = await self._store.add_conversation(conversation)
+                if created:
+                    first, _ = await self._store.add_message(
+                        Message(
+                            id=MessageId(uuid.uuid4().hex),
+                            conversation_id=conversation.id,
+                            seq=0,
+                            sender=Sender.VISITOR,
+                            author=request.name,
+                            body=request.message,
+                            ts=now,
+                            client_id=FORM_CLIENT_ID,
+                            txn_id=new_txn_id(),
+                        )
+                    )
+                    batch.raise_(
+                        [
+                            ConversationOpened(conversation.id),
+                            VisitorEntered(conversation.id),
+                            VisitorSaid(conversation.id, first.id),
+                            QueueChanged(),  # the visitor learns their place at once
+                        ]
+                    )
+        if not created:  # another process won the race for this visitor
+            existing = await self._store.latest_conversation(visitor.id)
+            assert existing is not None
+            return existing, False
+        log.info("conversation %s started by visitor %s", conversation.id, visitor.id)
+        return conversation, True
+
+    async def current(self, session_hash: str) -> Conversation | None:
+        visitor = await self._store.visitor_by_session(session_hash)
+        if visitor is None:
+            return None
+        return await self._store.latest_conversation(visitor.id)
+
+    async def view(self, conversation: Conversation) -> ConversationView:
+        return await self._presenter.view(conversation)
+
+    async def history(self, conversation_id: ConversationId, since: int = 0) -> list[Message]:
+        return await self._store.messages(conversation_id, since)
+
+    async def _open_for(self, session_hash: str) -> Conversation:
+        conversation = await self.current(session_hash)
+        if conversation is None or not conversation.status.is_open:
+            raise NoOpenConversation("You have no open chat. Start a new one.")
+        return conversation
+
+    async def visitor_message(self, session_hash: str, client_id: Any, body: Any) -> Message:
+        """Store the visitor's message (once per ``client_id``); the outbox relays it."""
+        if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
+            raise InvalidInput("client_id must be 1 to 64 characters.", field="client_id")
+        if client_id == FORM_CLIENT_ID:
+            raise InvalidInput("This client_id is reserved for the form.", field="client_id")
+        text = validation.message_body(body)
+        conversation = await self._open_for(session_hash)
+        visitor = await self._store.get_visitor(conversation.visitor_id)
+        async with self._uow() as batch:
+            message, created = await self._store.add_message(
+                Message(
+                    id=MessageId(uuid.uuid4().hex),
+                    conversation_id=conversation.id,
+                    seq=0,
+                    sender=Sender.VISITOR,
+                    author=visitor.name if visitor else "Visitor",
+                    body=text,
+                    ts=self._clock.now(),
+                    client_id=client_id,
+                    txn_id=new_txn_id(),
+                )
+            )
+            if created:
+                # read after the append, which waits for a concurrent end to commit
+                latest = await self._store.get_conversation(conversation.id)
+                if latest is None or not latest.status.is_open:
+                    raise NoOpenConversation("This chat has ended. Start a new one.")
+                batch.raise_([VisitorSaid(conversation.id, message.id)])
+        if created:
+            await self._presenter.message(message)  # the visitor's other tabs
+        return message
+
+    async def visitor_typing(self, session_hash: str, typing: Any) -> None:
+        conversation = await self._open_for(session_hash)
+        if conversation.room_id and conversation.puppet:
+            await self._gateway.set_visitor_typing(
+                conversation.room_id, conversation.puppet, bool(typing)
+            )
+
+    async def visitor_read(self, session_hash: str, up_to: Any) -> None:
+        """The visitor saw the advisor's messages up to ``up_to``: a read receipt in Matrix."""
+        if not isinstance(up_to, int) or isinstance(up_to, bool) or not 1 <= up_to <= 2**31:
+            raise InvalidInput("up_to must be a message number.", field="up_to")
+        conversation = await self._open_for(session_hash)
+        if conversation.room_id is None or conversation.puppet is None:
+            return
+        seen = [
+            m
+            for m in await self._store.messages(conversation.id, max(0, up_to - 50))
+            if m.seq <= up_to and m.sender is Sender.ADVISOR and m.event_id
+        ]
+        if seen:
+            assert seen[-1].event_id is not None
+            await self._gateway.mark_read(
+                conversation.room_id, conversation.puppet, seen[-1].event_id
+            )
+
+    async def visitor_end(self, session_hash: str) -> Conversation:
+        conversation = await self.current(session_hash)
+        if conversation is None:
+            raise NoOpenConversation("You have no chat to end.")
+        if not conversation.status.is_open:
+            return conversation
+        return await self._queue.end(
+            conversation.id, Sender.VISITOR, "The visitor ended the chat."
+        )
+
+    # -- a visitor who closed the page while queued ------------------------------------------
+
+    async def page_closed(self, conversation_id: ConversationId) -> None:
+        """The last page of the conversation open in this process closed. A visitor still
+        queued when ``abandon_after`` has passed with no page open anywhere is dropped, so
+        they do not keep ringing advisors."""
+        self._unwatched_since[conversation_id] = self._clock.monotonic()
+        conversation = await self._store.get_conversation(conversation_id)
+        if conversation is not None and conversation.status in QUEUED:
+            await self._watch_for_leaving([conversation_id])
+
+    async def watch_queued(self) -> None:
+        """At start-up: every queued visitor might have left while we were down. The count
+        starts now, so a restart never drops anyone early."""
+        queued = [c.id for c in await self._store.open_conversations() if c.status in QUEUED]
+        now = self._clock.monotonic()
+        for conversation_id in queued:
+            self._unwatched_since.setdefault(conversation_id, now)
+        await self._watch_for_leaving(queued)
+
+    async def _watch_for_leaving(
+        self, conversation_ids: list[ConversationId], after: float | None = None
+    ) -> None:
+        due = self._clock.now() + (self._abandon_after if after is None else after)
+        async with self._uow() as batch:
+            batch.raise_([VisitorMayHaveLeft(c, due) for c in conversation_ids])
+
+    async def drop_if_gone(self, event: VisitorMayHaveLeft, attempt: Attempt) -> None:
+        """The timer of :meth:`page_closed`. Time unwatched is counted on this process's
+        monotonic clock (a step of the wall clock drops nobody); a process that did not see
+        the page close (another one, or this one before a restart) starts counting now."""
+        conversation_id = event.conversation_id
+        conversation = await self._store.get_conversation(conversation_id)
+        if (
+            conversation is None
+            or conversation.status not in QUEUED
+            or self._channel.is_watching(conversation_id)
+        ):
+            self._unwatched_since.pop(conversation_id, None)
+            return  # chatting, ended, or back: a page that closes later sets a new timer
+        now = self._clock.monotonic()
+        since = self._unwatched_since.setdefault(conversation_id, now)
+        if now - since < self._abandon_after:
+            await self._watch_for_leaving([conversation_id], self._abandon_after - (now - since))
+            return
+        del self._unwatched_since[conversation_id]
+        await self._queue.end(conversation_id, Sender.VISITOR, LEFT)
