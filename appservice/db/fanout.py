@@ -10,20 +10,27 @@ queued visitor watching from another process is not taken for gone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 import asyncpg
 from mautrix.util.async_db import Database
 
 from bridge.model import ConversationId
-from bridge.ports import MessageEvent, Store, VisitorEvent
-from web_portal.hub import VisitorHub, event_json
-from web_portal.serialize import message_json
+from bridge.ports import (
+    ConversationView,
+    MessageEvent,
+    ReadEvent,
+    StatusEvent,
+    Store,
+    TypingEvent,
+    VisitorEvent,
+)
 
 from .url import DatabaseUrl
 
@@ -36,6 +43,34 @@ RECONNECT_PAUSE = 0.5
 CLOSE_CATCH_UP = 1012  # "service restart": the page reconnects and reads what it missed
 
 
+class LocalPages(Protocol):
+    """The pages open in this process (the portal's hub)."""
+
+    async def publish(self, conversation_id: ConversationId, event: VisitorEvent) -> None: ...
+    def is_watching(self, conversation_id: ConversationId) -> bool: ...
+    def watched(self) -> list[ConversationId]: ...
+    async def close_all(self, code: int = 1001, reason: bytes = b"") -> None: ...
+
+
+def _hint_json(event: VisitorEvent) -> dict[str, Any]:
+    """A hint as a small JSON object (messages travel as a reference instead)."""
+    if isinstance(event, StatusEvent):
+        return {"status": dataclasses.asdict(event.conversation)}
+    if isinstance(event, TypingEvent):
+        return {"typing": event.typing, "name": event.name}
+    if isinstance(event, ReadEvent):
+        return {"read": event.up_to}
+    raise TypeError(event)
+
+
+def _hint_from_json(note: dict[str, Any]) -> VisitorEvent:
+    if "status" in note:
+        return StatusEvent(ConversationView(**note["status"]))
+    if "typing" in note:
+        return TypingEvent(typing=bool(note["typing"]), name=str(note["name"]))
+    return ReadEvent(up_to=int(note["read"]))
+
+
 class PgFanout:
     """The core's VisitorChannel for several processes on one PostgreSQL schema."""
 
@@ -44,7 +79,7 @@ class PgFanout:
         db_url: DatabaseUrl,
         db: Database,
         store: Store,
-        hub: VisitorHub,
+        hub: LocalPages,
         outbox_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self._url = db_url
@@ -129,7 +164,7 @@ class PgFanout:
         if isinstance(event, MessageEvent):
             await self._notify({"c": conversation_id, "m": event.message.seq})
         else:
-            await self._notify({"c": conversation_id, "f": event_json(event)})
+            await self._notify({"c": conversation_id, "h": _hint_json(event)})
 
     def is_watching(self, conversation_id: ConversationId) -> bool:
         seen = self._remote.get(conversation_id)
@@ -159,22 +194,23 @@ class PgFanout:
             conversation_id = ConversationId(note["c"])
             if not self._hub.is_watching(conversation_id):
                 return  # nobody here has that page open
-            if "f" in note:
-                self._hub.publish_frame(conversation_id, note["f"])
+            if "h" in note:
+                self._spawn(self._hub.publish(conversation_id, _hint_from_json(note["h"])))
             else:
-                task = asyncio.create_task(self._relay_message(conversation_id, int(note["m"])))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._relay_message(conversation_id, int(note["m"])))
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed visitor event notification")
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _relay_message(self, conversation_id: ConversationId, seq: int) -> None:
         try:
             for message in await self._store.messages(conversation_id, seq - 1):
                 if message.seq == seq:
-                    self._hub.publish_frame(
-                        conversation_id, {"type": "message", "message": message_json(message)}
-                    )
+                    await self._hub.publish(conversation_id, MessageEvent(message))
                     return
         except Exception:
             # the page still gets it: from the history when it reconnects
