@@ -13,6 +13,7 @@ from mautrix.errors import IntentError, MatrixRequestError
 
 from bridge.desk import Desk
 from bridge.model import AdvisorMxid, EventId, Presence, RoomId
+from bridge.services.rooms import RoomContext
 
 from .commands import CommandContext, CommandRegistry, Role
 from .config import Config
@@ -118,21 +119,19 @@ class MatrixEventHandler:
         relates = content.get("m.relates_to")
         if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
             return  # edits: the visitor already has the original
-        conversation = await self._conversations.conversation_in(room_id)
+        context = await self._conversations.context(room_id, sender)
         if msgtype == "m.text" and body.startswith("!"):
-            await self._command(room_id, sender, body, conversation)
+            await self._command(room_id, sender, body, context)
             return
-        if conversation is None or msgtype not in RELAYED_MSGTYPES:
-            return
-        advisor = await self._advisors.get(sender)
-        author = advisor.name if advisor else sender.lstrip("@").split(":", 1)[0]
-        text = f"* {author} {body}" if msgtype == "m.emote" else body
-        await self._conversations.advisor_message(
-            room_id, AdvisorMxid(sender), author, event_id, text[:20000], ts or 0.0
-        )
+        if msgtype in RELAYED_MSGTYPES:
+            await self._conversations.advisor_said(
+                context, AdvisorMxid(sender), event_id, body, ts or 0.0, emote=msgtype == "m.emote"
+            )
 
-    async def _command(self, room_id: RoomId, sender: str, body: str, conversation: Any) -> None:
-        advisor = await self._advisors.get(sender)
+    async def _command(
+        self, room_id: RoomId, sender: str, body: str, context: RoomContext
+    ) -> None:
+        advisor, conversation = context.advisor, context.conversation
         role = (
             Role.ADMIN
             if sender in self._config.admins

@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from dataclasses import dataclass
 
 from ..errors import NotFound
 from ..model import (
+    Advisor,
     AdvisorMxid,
     Conversation,
     ConversationId,
@@ -27,6 +29,15 @@ from .queue import QueueService
 log = logging.getLogger(__name__)
 
 HANDED_BACK = "Your advisor had to leave. We are finding you another one."
+MAX_BODY = 20_000  # characters of an advisor's message the visitor gets
+
+
+@dataclass(frozen=True)
+class RoomContext:
+    """The conversation of a room (if it is one) and the advisor who wrote (if they are one)."""
+
+    conversation: Conversation | None
+    advisor: Advisor | None
 
 
 class RoomService:
@@ -65,6 +76,29 @@ class RoomService:
         elif conversation.status is ConversationStatus.ACTIVE:
             await self._queue.release(conversation.id, advisor, HANDED_BACK)
 
+    async def context(self, room_id: RoomId, sender: str) -> RoomContext:
+        """Who is talking where: read once per Matrix event, for a command or a message."""
+        return RoomContext(
+            await self._store.conversation_by_room(room_id),
+            await self._store.get_advisor(AdvisorMxid(sender)),
+        )
+
+    async def advisor_said(
+        self,
+        context: RoomContext,
+        sender: AdvisorMxid,
+        event_id: EventId,
+        body: str,
+        ts: float,
+        *,
+        emote: bool = False,
+    ) -> Message | None:
+        """A message (or an emote) in a conversation's room, for the visitor, named after its
+        author as the visitor knows them."""
+        author = context.advisor.name if context.advisor else sender.lstrip("@").split(":")[0]
+        text = f"* {author} {body}" if emote else body
+        return await self._append(context.conversation, sender, author, event_id, text, ts)
+
     async def advisor_message(
         self,
         room_id: RoomId,
@@ -76,6 +110,17 @@ class RoomService:
     ) -> Message | None:
         """A message from the room to the visitor; the event id makes it idempotent."""
         conversation = await self._store.conversation_by_room(room_id)
+        return await self._append(conversation, sender, author, event_id, body, ts)
+
+    async def _append(
+        self,
+        conversation: Conversation | None,
+        sender: AdvisorMxid,
+        author: str,
+        event_id: EventId,
+        body: str,
+        ts: float,
+    ) -> Message | None:
         if conversation is None or not conversation.status.is_open:
             return None
         async with self._uow():
@@ -86,7 +131,7 @@ class RoomService:
                     seq=0,
                     sender=Sender.ADVISOR,
                     author=author,
-                    body=body,
+                    body=body[:MAX_BODY],
                     ts=ts,
                     event_id=event_id,
                 )

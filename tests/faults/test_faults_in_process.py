@@ -28,7 +28,7 @@ async def test_a_handler_failing_mid_transaction_is_retried_and_nothing_is_lost(
 ):
     desk = await sqlite_desks.start()
     load = await _load(desk, people)
-    real = desk.rooms.advisor_message
+    real = desk.rooms.advisor_said
     failures = {"left": 2}
 
     async def flaky(*args, **kwargs):
@@ -37,7 +37,7 @@ async def test_a_handler_failing_mid_transaction_is_retried_and_nothing_is_lost(
             raise RuntimeError("injected: the handler broke")
         return await real(*args, **kwargs)
 
-    desk.rooms.advisor_message = flaky  # type: ignore[method-assign]
+    desk.rooms.advisor_said = flaky  # type: ignore[method-assign]
     await load.exchange(messages=8)
     await load.settle(timeout=40)
     accounts = await load.account()
