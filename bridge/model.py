@@ -83,6 +83,25 @@ class Advisor:
     def reachable(self) -> bool:
         return self.presence in (Presence.ONLINE, Presence.UNKNOWN)
 
+    # transitions: each returns the new state and the events it raises (routing may change)
+
+    def make_available(self, available: bool) -> AdvisorTransition:
+        """``!available`` / ``!away``: whether the desk offers them new visitors."""
+        changed = dataclasses.replace(self, available=available)
+        return changed, [events.QueueChanged()] if changed != self else []
+
+    def take_up_to(self, capacity: int | None) -> AdvisorTransition:
+        """How many visitors they take at once (None: the desk's default)."""
+        if capacity is not None and not 1 <= capacity <= MAX_CAPACITY:
+            raise IllegalTransition(f"a capacity of {capacity}")
+        changed = dataclasses.replace(self, capacity=capacity)
+        return changed, [events.QueueChanged()] if changed != self else []
+
+    def seen_as(self, presence: Presence) -> AdvisorTransition:
+        """Their Matrix presence changed: routing cares only when reachability does."""
+        changed = dataclasses.replace(self, presence=presence)
+        return changed, [events.QueueChanged()] if changed.reachable != self.reachable else []
+
 
 @dataclass(frozen=True)
 class Conversation:
@@ -206,6 +225,8 @@ class Conversation:
 
 
 Transition = tuple[Conversation, "list[events.DomainEvent]"]
+AdvisorTransition = tuple[Advisor, "list[events.DomainEvent]"]
+MAX_CAPACITY = 50
 
 
 @dataclass(frozen=True)

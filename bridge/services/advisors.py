@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Callable
 
 from ..errors import InvalidInput, NotFound
 from ..events import AdvisorAdded
-from ..model import Advisor, AdvisorMxid, Presence, RoomId
+from ..model import MAX_CAPACITY, Advisor, AdvisorMxid, AdvisorTransition, Presence, RoomId
 from ..outbox import UnitOfWork
 from ..ports import Store
 from .queue import QueueService
@@ -77,18 +78,30 @@ class AdvisorService:
             await self._store.save_advisor(updated)
         return updated
 
+    async def _change(
+        self, mxid: str, transition: Callable[[Advisor], AdvisorTransition]
+    ) -> tuple[Advisor, Advisor]:
+        """Apply the advisor's transition; commit it with its events. (before, after)"""
+        advisor = await self._store.get_advisor(AdvisorMxid(mxid))
+        if advisor is None:
+            raise NotFound(f"{mxid} is not an advisor. An admin can add you with !advisor add.")
+        changed, raised = transition(advisor)
+        if changed != advisor:
+            async with self._uow() as batch:
+                await self._store.save_advisor(changed)
+                batch.raise_(raised)
+        return advisor, changed
+
     async def set_available(self, mxid: str, available: bool) -> Advisor:
-        advisor = await self._update(mxid, available=available)
+        _, advisor = await self._change(mxid, lambda a: a.make_available(available))
         if not available:
             await self._queue.requeue_offers_of(advisor.mxid)
-        await self._queue.advisors_changed()
         return advisor
 
     async def set_capacity(self, mxid: str, capacity: int | None) -> Advisor:
-        if capacity is not None and not 1 <= capacity <= 50:
-            raise InvalidInput("Capacity must be between 1 and 50.")
-        advisor = await self._update(mxid, capacity=capacity)
-        await self._queue.advisors_changed()
+        if capacity is not None and not 1 <= capacity <= MAX_CAPACITY:
+            raise InvalidInput(f"Capacity must be between 1 and {MAX_CAPACITY}.")
+        _, advisor = await self._change(mxid, lambda a: a.take_up_to(capacity))
         return advisor
 
     async def set_control_room(self, mxid: str, room_id: RoomId) -> None:
@@ -100,18 +113,16 @@ class AdvisorService:
 
     async def presence_changed(self, mxid: str, presence: Presence) -> None:
         """Matrix presence: an advisor who goes offline or unavailable gets no new visitors."""
-        advisor = await self._store.get_advisor(AdvisorMxid(mxid))
-        if advisor is None or advisor.presence is presence:
+        if await self._store.get_advisor(AdvisorMxid(mxid)) is None:
+            return  # not an advisor: their presence is nothing to the desk
+        before, updated = await self._change(mxid, lambda a: a.seen_as(presence))
+        if before == updated:
             return
-        updated = dataclasses.replace(advisor, presence=presence)
-        await self._store.save_advisor(updated)
         log.debug("presence of %s is now %s", mxid, presence.value)
         if presence is Presence.OFFLINE:
             # gone (the homeserver already waited for their client): nobody stays stranded
             await self._queue.release_all_of(
                 updated.mxid, "Your advisor was disconnected. We are finding you another one."
             )
-        elif advisor.reachable and not updated.reachable:
+        elif before.reachable and not updated.reachable:
             await self._queue.requeue_offers_of(updated.mxid)
-        if updated.reachable != advisor.reachable:
-            await self._queue.advisors_changed()
