@@ -54,6 +54,7 @@ def _crash_after(spec: str) -> Callable[[list[DomainEvent]], None]:
 
     return hook
 
+
 TICK_SECONDS = 1.0
 PING_SECONDS = 5.0
 TXN_LOG_KEEP = 7 * 24 * 3600.0

@@ -6,9 +6,10 @@ Each benchmark module defines ``async def bench(args, lab)`` and ends with
 main thread, so Synapse dies with us even on SIGKILL), runs the benchmark, and always stops every
 Switchboard, client and Synapse it started, also on Ctrl-C and SIGTERM.
 
-The people are the end-to-end tests' own: advisors and plain Matrix users are
-:class:`tests.e2e.advisor.AdvisorClient` (matrix-nio), visitors are
-:class:`tests.e2e.visitor.Visitor` (the portal's HTTP API and websocket).
+The people are the ones the end-to-end tests use too (the dev-only package ``harness/``; the
+benchmarks import nothing from ``tests/``): advisors and plain Matrix users are
+:class:`harness.advisor.AdvisorClient` (matrix-nio), visitors are
+:class:`harness.visitor.Visitor` (the portal's HTTP API and websocket).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence
 from appservice.bootstrap import Switchboard
 from appservice.config import Config, generate
 from appservice.local_homeserver import LocalHomeserver, die_with_parent
-from tests.e2e.advisor import AdvisorClient
-from tests.e2e.visitor import Visitor
+from harness.advisor import AdvisorClient
+from harness.visitor import Visitor
 
 from .settings import configure
 
@@ -208,7 +209,10 @@ class RemoteSwitchboard(ServiceProcess):
     config: Config
 
     @classmethod
-    async def start_in(cls, lab: Lab, **settings: Any) -> RemoteSwitchboard:
+    async def start_in(
+        cls, lab: Lab, *, count_sql: bool = False, **settings: Any
+    ) -> RemoteSwitchboard:
+        """``count_sql``: the runner counts every SQL statement it runs (its ``sql`` op)."""
         settings.setdefault("database", str(lab.root / f"switchboard-{lab.count + 1}.db"))
         settings.setdefault("portal_port", free_port())
         config = configure(lab.config, **settings)
@@ -219,6 +223,7 @@ class RemoteSwitchboard(ServiceProcess):
             str(lab.root / "config.yaml"),
             "--settings",
             json.dumps(settings),
+            *(["--count-sql"] if count_sql else []),
         )
         assert isinstance(child, RemoteSwitchboard)
         child.config = config
@@ -294,9 +299,11 @@ class Lab:
         self._switchboards.append(switchboard)
         return switchboard
 
-    async def remote_switchboard(self, **settings: Any) -> RemoteSwitchboard:
+    async def remote_switchboard(
+        self, *, count_sql: bool = False, **settings: Any
+    ) -> RemoteSwitchboard:
         """Start a Switchboard in its own process (see :class:`RemoteSwitchboard`)."""
-        return await RemoteSwitchboard.start_in(self, **settings)
+        return await RemoteSwitchboard.start_in(self, count_sql=count_sql, **settings)
 
     def new_user(self, name: str) -> str:
         localpart = f"{name}-{tag()}"
@@ -318,11 +325,37 @@ class Lab:
                 "add_advisor", mxid=client.user_id, name=name.capitalize(), capacity=capacity
             )
         else:
-            await desk.advisors.add(client.user_id, name.capitalize())
+            # no welcome chat: a one-time setup of the desk, not what any benchmark measures
+            # (and its requests would land in the measured part)
+            await desk.advisors.add(client.user_id, name.capitalize(), welcome=False)
             if capacity is not None:
                 await desk.advisors.set_capacity(client.user_id, capacity)
             await desk.advisors.set_available(client.user_id, True)
         return client
+
+    async def offered(
+        self, desk: Desk, conversation_id: str, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Where a new conversation went once it has its room and an advisor: ``status``,
+        ``room_id``, ``advisor``, ``puppet``. The portal answers a visitor's start before the
+        room exists (the outbox makes it), so set-up code waits here; polled, not timed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if isinstance(desk, RemoteSwitchboard):
+                stored = await desk.conversation(conversation_id)
+            else:
+                found = await desk.store.get_conversation(conversation_id)  # type: ignore[arg-type]
+                stored = {
+                    "status": found.status.value if found else None,
+                    "room_id": found.room_id if found else None,
+                    "advisor": found.advisor if found else None,
+                    "puppet": found.puppet if found else None,
+                }
+            if stored.get("room_id") and stored.get("advisor"):
+                return stored
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"conversation {conversation_id} not offered: {stored}")
+            await asyncio.sleep(0.05)
 
     async def visitor(self, desk: Desk) -> Visitor:
         """A visitor with a portal session (not started yet)."""

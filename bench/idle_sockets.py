@@ -11,7 +11,7 @@ Measured from ``/proc/<pid>``: VmRSS before and after opening the sockets (KB = 
 per socket), and CPU ticks (user + system) over ``--seconds`` of idleness with the sockets open
 (``--bare-seconds`` for the bare server, whose only idle work is the 30 s heartbeat: one round
 is enough, and it keeps the default run near 3 minutes) and, for the portal, over
-``--baseline`` seconds before they were opened (what housekeeping costs with that many open
+``--baseline`` seconds before they were opened (what the process costs with that many open
 conversations and no socket). The direct path, in the same run: a bare aiohttp
 websocket server (``bench/bare_ws.py``) with the portal's socket settings holding as many
 sockets.
@@ -218,7 +218,7 @@ async def bench(args: argparse.Namespace, lab: Lab) -> None:
         f"{seeded['seconds']:.1f} s"
     )
     portal = Holding("Switchboard portal")
-    # with no socket open: what the housekeeping tick costs for that many open conversations
+    # with no socket open: what the process costs with that many open conversations
     await settle(2)
     cpu, began = cpu_seconds(desk.pid), time.perf_counter()
     await asyncio.sleep(args.baseline)

@@ -35,9 +35,10 @@ async def bench(args: argparse.Namespace, lab: Lab) -> None:
         switchboard = await lab.remote_switchboard()
     ana = await lab.advisor(switchboard, "ana")
     vera = await lab.visitor(switchboard)
-    await vera.start()
+    started = await vera.start()
     await vera.connect()
-    room = await ana.wait_for_invite()
+    stored = await lab.offered(switchboard, started["conversation"]["id"])
+    room = await ana.wait_for_invite(lambda r: r == stored["room_id"])
     await ana.join(room)
     await vera.wait_status("active")
 

@@ -278,7 +278,8 @@ async def bench(args: argparse.Namespace, lab: Lab) -> None:
     transactions_before = switchboard.endpoint.transactions_handled
     started = await vera.start(message=f"first {tag()}")
     await vera.connect()
-    room = await ana.wait_for_invite()
+    stored = await lab.offered(switchboard, started["conversation"]["id"])
+    room = await ana.wait_for_invite(lambda r: r == stored["room_id"])
     await ana.join(room)
     await vera.wait_status("active")
     for i in range(n):
@@ -298,9 +299,7 @@ async def bench(args: argparse.Namespace, lab: Lab) -> None:
         assert status == 204
     status, _ = await vera.post("/api/conversation/end", {})
     assert status == 200
-    stored = await switchboard.store.get_conversation(started["conversation"]["id"])
-    assert stored is not None and stored.puppet is not None
-    await ana.wait_for_member(room, stored.puppet, "leave")
+    await ana.wait_for_member(room, stored["puppet"], "leave")
     await settle(counter, switchboard)
     counter.enabled = False
     transactions = switchboard.endpoint.transactions_handled - transactions_before

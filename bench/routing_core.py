@@ -1,21 +1,30 @@
-"""The routing core alone: 10,000 queued visitors across 500 advisors, in memory.
+"""The routing core: 10,000 queued visitors across 500 advisors, on the real store.
 
-No I/O: the store, gateway, visitor channel and clock are the unit tests' in-memory fakes
-(``tests/fakes.py``). Every advisor is available and online with capacity 3, so one pass makes
-1,500 offers and leaves 8,500 visitors waiting, each told their new place in the queue.
+The core is built as the product builds it (``bridge.desk.build_desk``) on the real
+``SqlStore`` over a temporary SQLite file (``appservice.db.open_database``: migrated, WAL, as
+in production); only the homeserver and the visitors' pages are left out
+(``bench/recording.py``: a gateway and a channel that record calls and answer at once). Every
+advisor is available and online with capacity 3, so one pass makes 1,500 offers and leaves
+8,500 visitors waiting, each told their place in the queue. The queue is stored once, and
+every timed run starts from a fresh copy of that file.
 
-Rows, each the median of ``--repeat`` runs on fresh state:
+Rows, each the median of ``--repeat`` runs:
 
 - ``minimum``: the least any first-come-first-served round-robin must do: sort the queue once
   and hand out the 1,500 free seats in turn (the "direct path" the others are compared with).
 - ``RoundRobin pass``: ``advisor_load`` + ``RoundRobin`` + ``queue_order`` and one ``next()``
   per visitor until nobody has room: the pure rules of ``bridge/routing.py``.
-- ``QueueService.dispatch()``: the real use case: load, decide, save each offer, send each
-  invite, publish every waiting visitor's new position.
-- ``dispatch(), nobody has room``: the same queue when every advisor is full, which is what
-  each housekeeping tick and each accepted chat pays.
+- ``routing pass``: ``QueueService.route()``: read the open conversations and the advisors,
+  decide, save the 1,500 offers with their events (``Offered``, ``OfferExpires``) in one
+  transaction, publish every visitor's new status or place.
+- ``routing pass + invites sent``: the same, then the outbox's dispatcher
+  (``Dispatcher.run_forever``, as in production) until the gateway got all 1,500 invites.
+- ``routing pass, nobody has room``: a second pass on the same desk, every seat taken: what
+  each ``QueueChanged`` (an accepted, released or ended chat) costs with that queue.
 
-Target: ``dispatch()`` < 1 s.
+Also printed: the SQL statements one pass runs (counted with ``bench/sqlcount.py``).
+
+Target: the routing pass < 1 s.
 
     .venv/bin/python -m bench.routing_core [--visitors 10000] [--advisors 500] [--repeat 7]
 """
@@ -24,14 +33,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import itertools
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from typing import Any, Awaitable, Callable
+from collections import Counter
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
 
+from appservice.clock import WallClock
+from appservice.db import SqlStore, close_database, open_database
+from bridge.desk import DeskSettings, build_desk
 from bridge.model import (
     Advisor,
     AdvisorMxid,
@@ -46,14 +63,14 @@ from bridge.model import (
     VisitorId,
 )
 from bridge.routing import RoundRobin, advisor_load, queue_order
-from bridge.services.presenter import Presenter
-from bridge.services.queue import QueueService
-from tests.fakes import FakeClock, FakeMatrixGateway, FakeVisitorChannel, MemoryStore
 
+from . import sqlcount
 from .common import load_line, machine_line, ratio, table, verdict
+from .recording import RecordingChannel, RecordingGateway
 
 TARGET_SECONDS = 1.0
 TOPICS = {"general": "General question"}
+INVITE_TIMEOUT = 600.0  # no offer runs out during a run
 
 
 def advisors(count: int) -> list[Advisor]:
@@ -84,33 +101,93 @@ def waiting(count: int, start: float) -> list[Conversation]:
     ]
 
 
-@dataclasses.dataclass
-class Desk:
-    store: MemoryStore
-    gateway: FakeMatrixGateway
-    channel: FakeVisitorChannel
-    queue: QueueService
+# -- the core on the real store -------------------------------------------------------------
 
 
-async def desk(conversations: list[Conversation], team: list[Advisor], capacity: int) -> Desk:
-    store, gateway, channel, clock = (
-        MemoryStore(),
-        FakeMatrixGateway(),
-        FakeVisitorChannel(),
-        FakeClock(),
+@dataclass
+class Routing:
+    """One desk's routing pass, and the pass followed by its invites reaching the gateway."""
+
+    route: Callable[[], Awaitable[None]]
+    route_and_invite: Callable[[int], Awaitable[None]]
+
+
+def build(
+    store: SqlStore, gateway: RecordingGateway, channel: RecordingChannel, capacity: int
+) -> Routing:
+    """The product's core (``build_desk``) on ``store``; the adapter to the core's API."""
+    desk = build_desk(
+        store,
+        gateway,
+        channel,
+        WallClock(),
+        DeskSettings(topics=TOPICS, routing=RoutingSettings(capacity, INVITE_TIMEOUT)),
     )
-    for advisor in team:
-        await store.save_advisor(advisor)
-    for conversation in conversations:
-        await store.add_visitor(
-            Visitor(conversation.visitor_id, f"Visitor {conversation.visitor_id}", None, 0.0),
-            f"session-{conversation.visitor_id}",
-        )
-        # save_conversation: add_conversation's one-open-per-visitor scan is O(n) per insert
-        await store.save_conversation(conversation)
-    presenter = Presenter(store, channel, TOPICS)
-    queue = QueueService(store, gateway, presenter, clock, RoutingSettings(capacity, 60.0))
-    return Desk(store, gateway, channel, queue)
+
+    async def route_and_invite(seats: int) -> None:
+        await desk.queue.route()
+        dispatcher = asyncio.create_task(desk.outbox.run_forever())
+        try:
+            await gateway.until("invite", seats)
+        finally:
+            dispatcher.cancel()
+            await asyncio.gather(dispatcher, return_exceptions=True)
+            await desk.outbox.stop()
+
+    return Routing(route=desk.queue.route, route_and_invite=route_and_invite)
+
+
+@dataclass
+class Desk:
+    routing: Routing
+    gateway: RecordingGateway
+    channel: RecordingChannel
+
+
+async def store_queue(path: Path, conversations: list[Conversation], team: list[Advisor]) -> None:
+    """The queue and the advisors, stored once through the store (not timed)."""
+    db = await open_database(f"sqlite:///{path}")
+    try:
+        store = SqlStore(db)
+        async with store.transaction():
+            for advisor in team:
+                await store.save_advisor(advisor)
+            for conversation in conversations:
+                await store.add_visitor(
+                    Visitor(
+                        conversation.visitor_id, f"Visitor {conversation.visitor_id}", None, 0
+                    ),
+                    f"session-{conversation.visitor_id}",
+                )
+                await store.save_conversation(conversation)
+    finally:
+        await close_database(db)
+
+
+class Copies:
+    """Fresh copies of the stored queue, one SQLite file per desk."""
+
+    def __init__(self, template: Path, capacity: int) -> None:
+        self.template = template
+        self.capacity = capacity
+        self._count = itertools.count()
+
+    @asynccontextmanager
+    async def desk(self) -> AsyncIterator[Desk]:
+        path = self.template.with_name(f"copy-{next(self._count)}.db")
+        shutil.copyfile(self.template, path)
+        db = await open_database(f"sqlite:///{path}")
+        try:
+            gateway, channel = RecordingGateway(), RecordingChannel()
+            routing = build(SqlStore(db), gateway, channel, self.capacity)
+            yield Desk(routing, gateway, channel)
+        finally:
+            await close_database(db)
+            for leftover in path.parent.glob(f"{path.name}*"):
+                leftover.unlink()
+
+
+# -- the pure rules ---------------------------------------------------------------------------
 
 
 def minimum_pass(
@@ -141,30 +218,36 @@ def round_robin_pass(
     return offers
 
 
-async def timed(make: Callable[[], Awaitable[Any]], run: Callable[[Any], Awaitable[Any]]) -> float:
-    state = await make()
+# -- the runs ---------------------------------------------------------------------------------
+
+
+async def timed(run: Callable[[], Awaitable[Any]]) -> float:
     gc.collect()  # the garbage of building the state is not the pass's
     began = time.perf_counter()
-    await run(state)
+    await run()
     return time.perf_counter() - began
 
 
-async def bench(args: argparse.Namespace) -> None:
+async def bench(args: argparse.Namespace, root: Path) -> None:
     team = advisors(args.advisors)
     queue = waiting(args.visitors, 1_700_000_000.0)
     capacity = args.capacity
     seats = min(len(team) * capacity, len(queue))
 
-    # correctness first: the same offers, and as many as there are seats
+    began = time.perf_counter()
+    template = root / "queue.db"
+    await store_queue(template, queue, team)
+    print(
+        f"{len(queue):,} waiting conversations and {len(team)} advisors stored in "
+        f"{time.perf_counter() - began:.1f} s ({template.stat().st_size / 2**20:.1f} MiB)"
+    )
+    copies = Copies(template, capacity)
+    sqlcount.install()
+
+    # correctness first: the same number of offers
     assert len(minimum_pass(queue, team, capacity)) == seats
     offers = round_robin_pass(queue, team, capacity)
     assert len(offers) == seats, len(offers)
-    probe = await desk(queue, team, capacity)
-    await probe.queue.dispatch()
-    invited = probe.gateway.of("invite")
-    assert len(invited) == seats, len(invited)
-    published = len(probe.channel.events)
-    del probe
 
     async def plain(fn: Callable[..., Any]) -> float:
         gc.collect()
@@ -172,36 +255,43 @@ async def bench(args: argparse.Namespace) -> None:
         fn(queue, team, capacity)
         return time.perf_counter() - began
 
-    async def fresh() -> Desk:
-        return await desk(queue, team, capacity)
-
-    async def dispatch(d: Desk) -> None:
-        await d.queue.dispatch()
-
-    async def full() -> Desk:
-        # every seat taken by earlier visitors, the rest of the queue the same
-        d = await desk(queue, team, capacity)
-        await d.queue.dispatch()
-        d.channel.events.clear()
-        return d
-
     rows: dict[str, list[float]] = {
         "minimum (sort + deal seats)": [],
         "RoundRobin pass": [],
-        "QueueService.dispatch()": [],
-        "dispatch(), nobody has room": [],
+        "routing pass": [],
+        "routing pass + invites sent": [],
+        "routing pass, nobody has room": [],
     }
-    for _ in range(args.repeat):
+    pass_statements: Counter[str] = Counter()
+    full_statements: Counter[str] = Counter()
+    published = 0
+    for i in range(args.repeat):
         rows["minimum (sort + deal seats)"].append(await plain(minimum_pass))
         rows["RoundRobin pass"].append(await plain(round_robin_pass))
-        rows["QueueService.dispatch()"].append(await timed(fresh, dispatch))
-        rows["dispatch(), nobody has room"].append(await timed(full, dispatch))
+        async with copies.desk() as d:
+            before = sqlcount.snapshot()
+            rows["routing pass"].append(await timed(d.routing.route))
+            if i == 0:
+                pass_statements = sqlcount.difference(sqlcount.snapshot(), before)
+                published = d.channel.published
+        async with copies.desk() as d:
+            rows["routing pass + invites sent"].append(
+                await timed(lambda: d.routing.route_and_invite(seats))
+            )
+            assert d.gateway.calls["invite"] == seats, d.gateway.calls
+        async with copies.desk() as d:
+            await d.routing.route()
+            before = sqlcount.snapshot()
+            rows["routing pass, nobody has room"].append(await timed(d.routing.route))
+            if i == 0:
+                full_statements = sqlcount.difference(sqlcount.snapshot(), before)
 
     base = statistics.median(rows["minimum (sort + deal seats)"])
     print(
         f"\n{len(queue):,} waiting visitors, {len(team)} advisors × capacity {capacity} = "
-        f"{seats:,} offers per pass; {published:,} events published to visitors by one "
-        f"dispatch. Median of {args.repeat} runs, in ms.\n"
+        f"{seats:,} offers per pass; {published:,} statuses published to visitors by one "
+        f"pass. Real SqlStore on SQLite, recording gateway. Median of {args.repeat} runs, "
+        "in ms.\n"
     )
     print(
         table(
@@ -218,10 +308,19 @@ async def bench(args: argparse.Namespace) -> None:
             ],
         )
     )
-    took = statistics.median(rows["QueueService.dispatch()"])
+
+    def summary(statements: Counter[str]) -> str:
+        total = sum(statements.values())
+        top = sorted(statements.items(), key=lambda kv: -kv[1])[:4]
+        return f"{total:,} statements (" + "; ".join(f"{n:,} × {q[:60]}" for q, n in top) + ")"
+
+    print(f"\nSQL of one routing pass: {summary(pass_statements)}")
+    print(f"SQL of a pass with nobody free: {summary(full_statements)}")
+    took = statistics.median(rows["routing pass"])
     print(
-        f"\ndispatch() of {len(queue):,} visitors: {took:.3f} s "
-        f"(target < {TARGET_SECONDS:.0f} s) {verdict(took < TARGET_SECONDS)}"
+        f"\nrouting pass over {len(queue):,} visitors: {took:.3f} s "
+        f"(target < {TARGET_SECONDS:.0f} s) {verdict(took < TARGET_SECONDS)}; with the "
+        f"{seats:,} invites sent: {statistics.median(rows['routing pass + invites sent']):.3f} s"
     )
 
 
@@ -235,7 +334,8 @@ def main() -> int:
     print(machine_line())
     print(load_line("start"))
     try:
-        asyncio.run(bench(args))
+        with tempfile.TemporaryDirectory(prefix="sb-routing-") as tmp:
+            asyncio.run(bench(args, Path(tmp)))
     except KeyboardInterrupt:
         return 130
     print(load_line("end"))

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Awaitable, Callable
 
-from tests.e2e.advisor import AdvisorClient
-from tests.e2e.visitor import Visitor
+from harness.advisor import AdvisorClient
+from harness.visitor import Visitor
 
 from .common import CpuMeter, Lab, ratio, run, table, tag, verdict
 
@@ -154,8 +154,8 @@ async def bench(args: argparse.Namespace, lab: Lab) -> None:
         visitor = await lab.visitor(switchboard)
         started = await visitor.start(name=f"Visitor {i}", message=f"hello from {i}")
         await visitor.connect()
-        stored = await switchboard.conversation(started["conversation"]["id"])
-        assert stored["room_id"] and stored["advisor"] and stored["puppet"], stored
+        stored = await lab.offered(switchboard, started["conversation"]["id"])
+        assert stored["puppet"], stored
         advisor = next(a for a in advisors if a.user_id == stored["advisor"])
         room_id: str = stored["room_id"]
         await advisor.wait_for_invite(partial(operator.eq, room_id))

@@ -152,8 +152,11 @@ class Conversation:
     def room_made(self, puppet: PuppetMxid, room_id: RoomId) -> Transition:
         """Its puppet and Matrix room exist: from now on it can be offered."""
         self._require(self.room_id is None, "get a second room")
-        made = self._next(puppet=puppet, room_id=room_id)
-        return made, [events.QueueChanged()] if self.status.is_open else []
+        if not self.status.is_open:
+            # made while it ended: attached so that it can be closed; the end stays the last
+            # transition
+            return dataclasses.replace(self, puppet=puppet, room_id=room_id), []
+        return self._next(puppet=puppet, room_id=room_id), [events.QueueChanged()]
 
     def offer(self, advisor: AdvisorMxid, now: float, timeout: float) -> Transition:
         """Offer the waiting visitor to ``advisor``, who has ``timeout`` seconds to accept."""

@@ -256,12 +256,15 @@ class Dispatcher:
             ran += 1
 
     async def _notice_clock_step(self) -> None:
+        """The first look (a start, perhaps after the clock went back while we were down) and
+        every step back bring due times and leases within their length of now."""
         offset = self._clock.now() - self._clock.monotonic()
-        if self._offset is not None and offset < self._offset - CLOCK_STEP:
-            moved = await self._store.outbox.rebase(self._clock.now())
-            log.info(
-                "the clock stepped back %.0f s; %d timers moved", self._offset - offset, moved
-            )
+        if self._offset is None or offset < self._offset - CLOCK_STEP:
+            moved = await self._store.outbox.rebase(self._clock.now(), LEASE_SECONDS)
+            if moved and self._offset is not None:
+                log.info(
+                    "the clock stepped back %.0f s; %d rows moved", self._offset - offset, moved
+                )
         self._offset = offset
 
     def _lease_until(self) -> float:

@@ -160,9 +160,10 @@ class OutboxStore(Protocol):
     async def next_due(self) -> float | None:
         """The earliest due time of a pending row, or None if none is pending."""
 
-    async def rebase(self, now: float) -> int:
+    async def rebase(self, now: float, lease: float | None = None) -> int:
         """The clock stepped back: a row due further ahead than the delay it was given is
-        due that delay from now. Returns how many rows moved."""
+        due that delay from now, and no claim lasts beyond ``lease`` from now. Returns how many
+        rows moved."""
 
     async def release_claims(self) -> None:
         """Forget every lease (at start-up, where this process is the only one)."""

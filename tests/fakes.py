@@ -335,9 +335,11 @@ class MemoryOutbox:
             default=None,
         )
 
-    async def rebase(self, now: float) -> int:
+    async def rebase(self, now: float, lease: float | None = None) -> int:
         moved = 0
         for r in self.rows.values():
+            if lease is not None and r.lease_until is not None and r.lease_until > now + lease:
+                r.lease_until = now + lease
             if r.state == "pending" and r.row.due_at > now + r.delay:
                 r.row = dataclasses.replace(r.row, due_at=now + r.delay)
                 moved += 1

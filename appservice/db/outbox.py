@@ -181,12 +181,17 @@ class SqlOutbox:
         )
         return None if due is None else float(due)
 
-    async def rebase(self, now: float) -> int:
+    async def rebase(self, now: float, lease: float | None = None) -> int:
         moved = await self.db.fetch(
             "UPDATE outbox SET due_at = $1 + delay "
             "WHERE state = 'pending' AND due_at > $1 + delay RETURNING id",
             now,
         )
+        if lease is not None:
+            await self.db.execute(
+                "UPDATE outbox SET lease_until = $1 WHERE state = 'pending' AND lease_until > $1",
+                now + lease,
+            )
         return len(moved)
 
     async def release_claims(self) -> None:

@@ -36,6 +36,7 @@ class Presenter:
             topic=self.topic_label(conversation.topic),
             visitor_name=visitor.name if visitor else "",
             read_up_to=conversation.read_up_to,
+            version=conversation.version,
         )
 
     async def status(

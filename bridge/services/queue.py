@@ -35,6 +35,7 @@ from .presenter import Presenter
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "routing.last_assigned"
+EPOCH_KEY = "routing.passes"  # counts routing passes, so a process notices the others' ones
 
 
 class QueueService:
@@ -54,8 +55,10 @@ class QueueService:
         self._clock = clock
         self._settings = settings
         self._lock = asyncio.Lock()
-        # what this process last showed each waiting conversation's pages: its place
+        # what this process last showed each waiting conversation's pages: its place, valid
+        # while no other process has run a pass since this one's (``_epoch``)
         self._shown: dict[ConversationId, int] = {}
+        self._epoch = -1
 
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
@@ -93,6 +96,7 @@ class QueueService:
         if message is not None:
             await self._presenter.message(message)
         await self._presenter.status(changed)
+        self._shown.pop(changed.id, None)  # that status showed a place too: tell it again
         return changed
 
     # -- the routing pass (the handler of QueueChanged) -------------------------------------
@@ -104,6 +108,9 @@ class QueueService:
             conversations = await self._store.open_conversations()
             advisors = await self._store.advisors()
             cursor = await self._store.get_setting(CURSOR_KEY)
+            epoch = int(await self._store.get_setting(EPOCH_KEY) or 0)
+            if epoch != self._epoch:
+                self._shown.clear()  # another process's pass told pages other places since
             ring = RoundRobin(
                 advisors,
                 advisor_load(conversations),
@@ -128,6 +135,8 @@ class QueueService:
                 if offers and ring.last:
                     # the cursor only spreads work fairly; losing it in a crash harms nobody
                     await self._store.set_setting(CURSOR_KEY, ring.last)
+                await self._store.set_setting(EPOCH_KEY, str(epoch + 1))
+            self._epoch = epoch + 1
         for offer in offers:
             log.info("offering conversation %s to %s", offer.id, offer.advisor)
             await self._presenter.status(offer)

@@ -162,8 +162,8 @@ class RoomService:
             return
         async with self._queue.exclusive():
             latest = await self._store.get_conversation(conversation.id)
-            if latest is None or message.seq <= latest.read_up_to:
-                return
+            if latest is None or not latest.status.is_open or message.seq <= latest.read_up_to:
+                return  # ended meanwhile, or read further already
             async with self._uow():
                 await self._store.save_conversation(
                     dataclasses.replace(latest, read_up_to=message.seq)

@@ -241,7 +241,8 @@ class VisitorService:
         they do not keep ringing advisors."""
         self._unwatched_since[conversation_id] = self._clock.monotonic()
         conversation = await self._store.get_conversation(conversation_id)
-        if conversation is not None and conversation.status in QUEUED:
+        if conversation is not None and conversation.status.is_open:
+            # also while chatting: the visitor may be handed back to the queue later
             await self._watch_for_leaving([conversation_id])
 
     async def watch_queued(self) -> None:
@@ -268,12 +269,17 @@ class VisitorService:
         conversation = await self._store.get_conversation(conversation_id)
         if (
             conversation is None
-            or conversation.status not in QUEUED
+            or not conversation.status.is_open
             or self._channel.is_watching(conversation_id)
         ):
             self._unwatched_since.pop(conversation_id, None)
-            return  # chatting, ended, or back: a page that closes later sets a new timer
+            return  # ended, or back: a page that closes later sets a new timer
         now = self._clock.monotonic()
+        if conversation.status not in QUEUED:
+            # with an advisor, who closes it; if it is handed back, it counts from here on
+            self._unwatched_since[conversation_id] = now
+            await self._watch_for_leaving([conversation_id])
+            return
         since = self._unwatched_since.setdefault(conversation_id, now)
         if now - since < self._abandon_after:
             await self._watch_for_leaving([conversation_id], self._abandon_after - (now - since))
