@@ -33,8 +33,8 @@ chromium:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check bridge appservice web_portal alembic tests
-	$(BIN)/black --check --quiet bridge appservice web_portal alembic tests
+	$(BIN)/ruff check bridge appservice web_portal alembic tests harness bench
+	$(BIN)/black --check --quiet bridge appservice web_portal alembic tests harness bench
 	$(BIN)/mypy bridge appservice web_portal
 
 test: $(VENV)/.test-installed chromium lint

@@ -212,7 +212,10 @@ class MautrixGateway:
 
     @_classified
     async def presence(self, user: AdvisorMxid) -> Presence:
-        found = await self.bot.get_presence(UserID(user))
+        try:
+            found = await self.bot.get_presence(UserID(user))
+        except MForbidden:
+            return Presence.UNKNOWN  # not shared with us until they share a room with the bot
         return PRESENCES.get(found.presence.value, Presence.UNKNOWN)
 
     @_classified

@@ -26,7 +26,7 @@ Also printed: the SQL statements one pass runs (counted with ``bench/sqlcount.py
 
 Target: the routing pass < 1 s.
 
-    .venv/bin/python -m bench.routing_core [--visitors 10000] [--advisors 500] [--repeat 7]
+    .venv/bin/python -m bench.routing_core [--visitors 10000] [--advisors 500] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ def main() -> int:
     parser.add_argument("--visitors", type=int, default=10_000)
     parser.add_argument("--advisors", type=int, default=500)
     parser.add_argument("--capacity", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     print(machine_line())
     print(load_line("start"))
