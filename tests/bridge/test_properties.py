@@ -263,7 +263,6 @@ class WatchedStore(MemoryStore):
         self.changed_after_end: list[tuple[Conversation, Conversation]] = []
         self.offered_at: dict[tuple[ConversationId, int], float] = {}
         self.ended_at: dict[ConversationId, tuple[float, bool]] = {}  # monotonic, page open
-        self.chatted_unwatched: set[ConversationId] = set()  # active, no page, since it closed
         self.running: set[int] = set()  # outbox rows whose handler runs now
         self.claims_left: int | None = None  # the dispatchers may claim this many rows more
         self._transaction: asyncio.Task[Any] | None = None
@@ -328,10 +327,6 @@ class WatchedStore(MemoryStore):
             old is None or old.version != conversation.version
         ):
             self.offered_at[(conversation.id, conversation.version)] = self._clock.monotonic()
-        if conversation.status is ConversationStatus.ACTIVE and not self._channel.is_watching(
-            conversation.id
-        ):
-            self.chatted_unwatched.add(conversation.id)
         if not conversation.status.is_open and (old is None or old.status.is_open):
             watched = self._channel.is_watching(conversation.id)
             self.ended_at[conversation.id] = (self._clock.monotonic(), watched)
@@ -695,14 +690,6 @@ class DeskMachine(RuleBasedStateMachine):
             self._after_route(before)
 
         core.queue.route = observed_route  # type: ignore[method-assign]
-        if "status-without-version" in KNOWN_BUGS:
-            view = core.presenter.view
-
-            async def versioned(conversation: Conversation, *args: Any) -> ConversationView:
-                shown = await view(conversation, *args)
-                return dataclasses.replace(shown, version=conversation.version)
-
-            core.presenter.view = versioned  # type: ignore[method-assign]
         self._run_rows(core.outbox.drain(), budget=0)
         return core
 
@@ -710,8 +697,6 @@ class DeskMachine(RuleBasedStateMachine):
         """Process 0 dies and starts again: nothing of its memory survives; at start-up it
         clears the claims (SQLite) and watches every queued visitor (any of them may have left
         meanwhile)."""
-        if "restart-misses-a-clock-step" in KNOWN_BUGS:
-            self._look()  # it saw the step before it died (it looks every few seconds)
         if self.several:
             self.clock.advance(LEASE_SECONDS + 0.5)  # its claims run out
         else:
@@ -854,10 +839,6 @@ class DeskMachine(RuleBasedStateMachine):
     async def _page_closes(self, conversation: Conversation, process: int = 0) -> None:
         self.channel.watching.discard(conversation.id)
         self.closed_at[conversation.id] = self.clock.monotonic()
-        if conversation.status is ConversationStatus.ACTIVE:
-            self.store.chatted_unwatched.add(conversation.id)
-        else:
-            self.store.chatted_unwatched.discard(conversation.id)
         if "early-drop-across-processes" in KNOWN_BUGS:
             process = 0  # every page is served by one process
         # the last page closed, in the process that served it
@@ -1400,8 +1381,6 @@ class DeskMachine(RuleBasedStateMachine):
                 c.status.value,
                 positions.get(c.id),
             )
-            if "stale-queue-place" in KNOWN_BUGS:
-                shown, actual = shown[:1], actual[:1]
             check(shown == actual, f"the page of {c.id} shows {shown}, not {actual}: {c}")
 
     def _check_offer_ages(self) -> None:
@@ -1520,14 +1499,9 @@ class DeskMachine(RuleBasedStateMachine):
             assert [(m.seq, m.body) for m in log] == [(m.seq, m.body) for m in then_log]
         for old, new in self.store.changed_after_end:
             # a room being made when the visitor left is attached (and closed from the outbox)
-            attached = old.room_id is None and new.room_id is not None
             for name in ROOM_BOOKKEEPING:
                 if getattr(old, name) is None:
                     new = dataclasses.replace(new, **{name: None})
-            if attached and "room-made-after-the-end-bumps-the-version" in KNOWN_BUGS:
-                new = dataclasses.replace(new, version=new.version - 1)
-            if "read-receipt-racing-the-end" in KNOWN_BUGS:
-                new = dataclasses.replace(new, read_up_to=old.read_up_to)
             assert new == old, f"ended conversation changed: {old} -> {new}"
 
     @invariant()
@@ -1583,11 +1557,6 @@ class DeskMachine(RuleBasedStateMachine):
         for c in self.by_creation(*QUEUED):
             if c.id in self.channel.watching:
                 continue
-            if (
-                "handed-back-visitor-never-dropped" in KNOWN_BUGS
-                and c.id in self.store.chatted_unwatched
-            ):
-                continue  # its page closed while it chatted (or it chatted since)
             timer = VisitorMayHaveLeft(c.id, 0.0)
             assert any(
                 r.row.key == timer.key and r.state != "done"
