@@ -18,6 +18,7 @@ from mautrix.errors import (
     MatrixConnectionError,
     MatrixRequestError,
     MForbidden,
+    MRoomInUse,
 )
 from mautrix.types import (
     EventContent,
@@ -25,6 +26,7 @@ from mautrix.types import (
     EventType,
     MessageType,
     PaginationDirection,
+    RoomAlias,
     RoomCreatePreset,
     RoomID,
     TextMessageEventContent,
@@ -99,9 +101,36 @@ class MautrixGateway:
         return mxid
 
     @_classified
-    async def create_room(self, puppet: PuppetMxid, name: str, topic: str) -> RoomId:
+    async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
         bot = self.bot.mxid
-        room_id = await self.bot.create_room(
+        alias = self._room_alias(key)
+        try:
+            room_id = await self._make_room(puppet, name, topic, alias)
+        except MRoomInUse:
+            # made before under this key (its answer lost, or we died before storing it)
+            found = await self.bot.resolve_room_alias(RoomAlias(f"#{alias}:{self.bot.domain}"))
+            room_id = found.room_id
+            try:
+                await self.bot.invite_user(room_id, UserID(puppet))
+            except MatrixRequestError as e:
+                if "already in the room" not in str(e):
+                    raise
+            log.info("found the room %s made before under %s", room_id, alias)
+        await self.bot.state_store.joined(room_id, bot)
+        return RoomId(room_id)
+
+    @_classified
+    async def forget_room_key(self, key: str) -> None:
+        # remove_room_alias treats an alias that is gone already as done
+        await self.bot.remove_room_alias(self._room_alias(key))
+
+    def _room_alias(self, key: str) -> str:
+        """The alias localpart of a room key, inside our exclusive alias namespace."""
+        return f"{self._config.appservice.user_prefix}{key}"
+
+    async def _make_room(self, puppet: PuppetMxid, name: str, topic: str, alias: str) -> RoomID:
+        return await self.bot.create_room(
+            alias_localpart=alias,
             preset=RoomCreatePreset.PRIVATE,
             name=name,
             topic=topic,
@@ -129,8 +158,6 @@ class MautrixGateway:
                 "events_default": 0,
             },
         )
-        await self.bot.state_store.joined(room_id, bot)
-        return RoomId(room_id)
 
     @_classified
     async def puppet_join(self, room_id: RoomId, puppet: PuppetMxid) -> None:

@@ -260,7 +260,10 @@ class Dispatcher:
         every step back bring due times and leases within their length of now."""
         offset = self._clock.now() - self._clock.monotonic()
         if self._offset is None or offset < self._offset - CLOCK_STEP:
-            moved = await self._store.outbox.rebase(self._clock.now(), LEASE_SECONDS)
+            # seen happen: leases given before it keep what was left of them; at a first look
+            # the step (if any) is unknown, and a lease is only capped at one from now
+            step = 0.0 if self._offset is None else self._offset - offset
+            moved = await self._store.outbox.rebase(self._clock.now(), LEASE_SECONDS, step)
             if moved and self._offset is not None:
                 log.info(
                     "the clock stepped back %.0f s; %d rows moved", self._offset - offset, moved

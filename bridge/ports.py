@@ -160,10 +160,11 @@ class OutboxStore(Protocol):
     async def next_due(self) -> float | None:
         """The earliest due time of a pending row, or None if none is pending."""
 
-    async def rebase(self, now: float, lease: float | None = None) -> int:
+    async def rebase(self, now: float, lease: float | None = None, step: float = 0.0) -> int:
         """The clock stepped back: a row due further ahead than the delay it was given is
-        due that delay from now, and no claim lasts beyond ``lease`` from now. Returns how many
-        rows moved."""
+        due that delay from now, and no claim lasts beyond ``lease`` from now. A claim made
+        before a step back of ``step`` seconds (known when it was seen happen) keeps only what
+        was left of it. Returns how many rows moved."""
 
     async def release_claims(self) -> None:
         """Forget every lease (at start-up, where this process is the only one)."""
@@ -180,8 +181,14 @@ class MatrixGateway(Protocol):
     async def create_puppet(self, visitor: Visitor) -> PuppetMxid:
         """Register (if needed) the visitor's puppet and set its display name."""
 
-    async def create_room(self, puppet: PuppetMxid, name: str, topic: str) -> RoomId:
-        """Create a private conversation room: the bot in it, the puppet invited."""
+    async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
+        """Create a private conversation room: the bot in it, the puppet invited.
+
+        Idempotent per ``key``: a room made under the same key before (its answer lost, or the
+        process died before storing it) is returned, with the puppet invited, not made again."""
+
+    async def forget_room_key(self, key: str) -> None:
+        """Let ``key`` go once its room is closed (done already when it is not held)."""
 
     async def puppet_join(self, room_id: RoomId, puppet: PuppetMxid) -> None:
         """The puppet accepts the room's invite; harmless when it is in the room already."""

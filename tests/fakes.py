@@ -335,11 +335,11 @@ class MemoryOutbox:
             default=None,
         )
 
-    async def rebase(self, now: float, lease: float | None = None) -> int:
+    async def rebase(self, now: float, lease: float | None = None, step: float = 0.0) -> int:
         moved = 0
         for r in self.rows.values():
             if lease is not None and r.lease_until is not None and r.lease_until > now + lease:
-                r.lease_until = now + lease
+                r.lease_until = min(now + lease, r.lease_until - step)
             if r.state == "pending" and r.row.due_at > now + r.delay:
                 r.row = dataclasses.replace(r.row, due_at=now + r.delay)
                 moved += 1
@@ -368,6 +368,7 @@ class FakeMatrixGateway:
     def __init__(self) -> None:
         self.sent: list[tuple] = []
         self.rooms = 0
+        self.room_keys: dict[str, RoomId] = {}  # the aliases of rooms: a retry finds its room
         self.fail_next: Exception | None = None
         self.present: set[tuple[RoomId, AdvisorMxid]] = set()
         self.puppets_in: set[tuple[RoomId, PuppetMxid]] = set()  # joined, not left yet
@@ -387,12 +388,18 @@ class FakeMatrixGateway:
         self.sent.append(("puppet", mxid, f"{visitor.name} (visitor)"))
         return mxid
 
-    async def create_room(self, puppet: PuppetMxid, name: str, topic: str) -> RoomId:
+    async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
         self._maybe_fail()
+        if key in self.room_keys:
+            return self.room_keys[key]
         self.rooms += 1
         room = RoomId(f"!room{self.rooms}:test")
+        self.room_keys[key] = room
         self.sent.append(("room", room, puppet, name))
         return room
+
+    async def forget_room_key(self, key: str) -> None:
+        self.room_keys.pop(key, None)
 
     async def puppet_join(self, room_id: RoomId, puppet: PuppetMxid) -> None:
         self._maybe_fail()

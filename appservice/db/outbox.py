@@ -48,6 +48,7 @@ class SqlOutbox:
         self._channel = notify_channel if postgres else None
         self._skip_locked = " FOR UPDATE SKIP LOCKED" if postgres else ""
         self._greatest = "GREATEST" if postgres else "MAX"
+        self._least = "LEAST" if postgres else "MIN"
 
     async def add(self, events: Sequence[DomainEvent], now: float) -> None:
         for event in events:
@@ -181,16 +182,20 @@ class SqlOutbox:
         )
         return None if due is None else float(due)
 
-    async def rebase(self, now: float, lease: float | None = None) -> int:
+    async def rebase(self, now: float, lease: float | None = None, step: float = 0.0) -> int:
         moved = await self.db.fetch(
             "UPDATE outbox SET due_at = $1 + delay "
             "WHERE state = 'pending' AND due_at > $1 + delay RETURNING id",
             now,
         )
         if lease is not None:
+            # a lease beyond one from now was given before the step: what was left of it is
+            # left (at most a lease; a claim of a dead process runs out when it would have)
             await self.db.execute(
-                "UPDATE outbox SET lease_until = $1 WHERE state = 'pending' AND lease_until > $1",
+                f"UPDATE outbox SET lease_until = {self._least}($1, lease_until - $2) "
+                "WHERE state = 'pending' AND lease_until > $1",
                 now + lease,
+                step,
             )
         return len(moved)
 

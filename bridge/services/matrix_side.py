@@ -63,6 +63,7 @@ class MatrixSide:
             puppet,
             name=f"{visitor.name} (visitor)",
             topic=f"Switchboard: {self._presenter.topic_label(conversation.topic)}",
+            key=room_key(conversation),
         )
         if await self._queue.change(conversation.id, lambda c: c.room_made(puppet, room_id)):
             log.info("room %s made for conversation %s", room_id, conversation.id)
@@ -123,6 +124,7 @@ class MatrixSide:
             conversation.room_id, f"{note} The transcript is saved.", f"sb-end-{conversation.id}"
         )
         await self._gateway.puppet_leave(conversation.room_id, conversation.puppet)
+        await self._gateway.forget_room_key(room_key(conversation))
 
     async def invite(self, event: Offered, attempt: Attempt) -> None:
         """Invite the advisor the visitor is offered to, unless the offer moved on. An invite
@@ -173,6 +175,11 @@ class MatrixSide:
 
     async def route(self, event: QueueChanged, attempt: Attempt) -> None:
         await self._queue.route()
+
+
+def room_key(conversation: Conversation) -> str:
+    """The key that makes the room of a conversation once, however often it is tried."""
+    return f"conv_{conversation.id}"
 
 
 def _at(version: int, transition: TransitionFn) -> TransitionFn:

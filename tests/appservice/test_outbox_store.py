@@ -441,6 +441,25 @@ async def test_rebase_brings_rows_back_within_their_delay_of_a_clock_stepped_bac
     assert parked.due_at == T0
 
 
+async def test_a_claim_made_before_a_clock_step_back_keeps_only_what_was_left_of_it(
+    outbox: OutboxStore,
+) -> None:
+    await outbox.add([said("c1", 1), said("c2", 1)], T0)
+    await claim(outbox, T0, worker="dead")  # leases until T0 + 15, then the worker died
+    # 5 s later the clock steps back an hour; a dispatcher saw it happen
+    back = T0 + 5 - 3600
+    await outbox.rebase(back, LEASE, step=3600)
+    assert await claim(outbox, back + 9.9, worker="w2") == []  # 10 s were left of the leases
+    for row in await claim(outbox, back + 10.1, worker="w2"):
+        await outbox.done(row.id, back + 10.1)
+    # a step that was not seen happen (a first look): capped at a lease from now
+    await outbox.add([said("c3", 1)], T0)
+    await claim(outbox, T0, worker="dead")
+    await outbox.rebase(back, LEASE)
+    assert await claim(outbox, back + LEASE - 0.1, worker="w2") == []
+    assert [r.key for r in await claim(outbox, back + LEASE + 0.1, worker="w2")] == ["c:c3"]
+
+
 async def test_release_claims_forgets_every_lease(outbox: OutboxStore) -> None:
     await outbox.add([said("c1", 1), said("c2", 1)], T0)
     held, finished = await claim(outbox, T0, lease=1000)

@@ -103,11 +103,6 @@ MATRIX_SIDE = (
 # check) so it keeps looking for others. When a fix makes its test pass, remove the xfail mark
 # and the entry here, and the machine checks that rule again.
 KNOWN_BUGS: set[str] = {
-    # a retry of open_room after the room was made but not recorded makes a second room
-    "room-made-twice",
-    # a backward step caps a dead process's claims at one lease from when it is noticed,
-    # so they can last up to two leases
-    "lease-outlives-a-clock-step",
     # each process counts from its own page close: one that saw an older close drops early
     "early-drop-across-processes",
 }
@@ -1063,10 +1058,6 @@ class DeskMachine(RuleBasedStateMachine):
         """NTP or an admin sets the wall clock, back or forward; no time passes. (A change
         under a second is drift to the dispatcher, not a step: not drawn.) Unless ``seen``,
         it happens just before the next step, before the dispatchers look again."""
-        if seconds < 0 and "lease-outlives-a-clock-step" in KNOWN_BUGS:
-            # the claims a dead process left (run out: see _restart) were taken over before
-            # (a step back would make them good again)
-            self.run(self.store.outbox.release_claims())
         self.clock.jump(seconds)
         self.stepped_back |= seconds < 0
         if seen:
@@ -1529,12 +1520,7 @@ class DeskMachine(RuleBasedStateMachine):
         made = [s[1] for s in self.gateway.of("room")]
         assert len(made) == len(set(made))
         orphans = set(made) - set(rooms)
-        if "room-made-twice" in KNOWN_BUGS:
-            # made, then the process died (or the answer was lost) before it was recorded: a
-            # retry makes another. Nothing may be sent to such a room, though.
-            assert not [s for s in self.gateway.sent if s[0] != "room" and s[1] in orphans]
-        else:
-            assert not orphans, f"rooms of no conversation: {orphans}"
+        assert not orphans, f"rooms of no conversation: {orphans}"
         for room, c in rooms.items():
             notices = [s[2] for s in self.gateway.of("notice") if s[1] == room]
             assert len([n for n in notices if n.startswith(INTRO)]) <= 1, (c.id, notices)
@@ -1695,10 +1681,10 @@ class SlowRooms(FakeMatrixGateway):
         self.creating = asyncio.Event()
         self.proceed = asyncio.Event()
 
-    async def create_room(self, puppet: PuppetMxid, name: str, topic: str) -> RoomId:
+    async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
         self.creating.set()
         await self.proceed.wait()
-        return await super().create_room(puppet, name, topic)
+        return await super().create_room(puppet, name, topic, key)
 
 
 async def a_chat_ended_while_its_room_is_made() -> tuple[Desk, Conversation]:
@@ -1955,15 +1941,14 @@ class LosesTheFirstRoom(FakeMatrixGateway):
         super().__init__()
         self.lost = False
 
-    async def create_room(self, puppet: PuppetMxid, name: str, topic: str) -> RoomId:
-        room = await super().create_room(puppet, name, topic)
+    async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
+        room = await super().create_room(puppet, name, topic, key)
         if not self.lost:
             self.lost = True
             raise TemporarilyUnavailable("the homeserver timed out")
         return room
 
 
-@pytest.mark.xfail(strict=True, reason="room-made-twice")
 async def test_a_room_whose_answer_was_lost_is_not_made_again():
     # MatrixSide.open_room makes the room before it records it; a retry (a lost answer, or a
     # process that died in between) makes another, and the first is left with the puppet
@@ -1986,7 +1971,6 @@ async def test_a_restart_after_the_clock_went_back_runs_what_is_due():
     assert (await desk.conv(conversation.id)).room_id is not None
 
 
-@pytest.mark.xfail(strict=True, reason="lease-outlives-a-clock-step")
 async def test_the_claims_of_a_process_that_died_do_not_outlast_a_clock_step():
     # a backward step caps leases at one lease from when the dispatcher notices it: a dead
     # process's claim can last two leases after the step, not one

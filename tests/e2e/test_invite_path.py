@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 import aiohttp
 
-from bridge.model import AdvisorMxid, ConversationStatus
+from bridge.model import AdvisorMxid, ConversationStatus, Visitor, VisitorId
 
 
 class RequestLog:
@@ -110,3 +110,22 @@ async def test_an_advisor_handed_a_visitor_back_while_still_in_the_room_owns_it_
     bob = await people.advisor(desk, "bob")
     assert not await desk.gateway.invite_advisor(room, AdvisorMxid(bob.user_id))
     assert await bob.wait_for_invite() == room
+
+
+async def test_a_room_made_before_its_answer_was_lost_is_found_not_made_again(
+    sqlite_desks, people
+):
+    # the homeserver made the room, but its answer never reached us (or we died before storing
+    # it): the retry finds that room by its key instead of leaving it behind with the puppet
+    desk = await sqlite_desks.start()
+    visitor = Visitor(VisitorId("v-lost"), "Lou", None, desk.clock.now())
+    puppet = await desk.gateway.create_puppet(visitor)
+    first = await desk.gateway.create_room(puppet, "Lou (visitor)", "topic", "conv_lost-answer")
+    again = await desk.gateway.create_room(puppet, "Lou (visitor)", "topic", "conv_lost-answer")
+    assert again == first
+    await desk.gateway.puppet_join(first, puppet)  # the puppet is invited to it
+    # once the room is closed its key is let go: a new room may take it
+    await desk.gateway.forget_room_key("conv_lost-answer")
+    await desk.gateway.forget_room_key("conv_lost-answer")  # gone already: done
+    other = await desk.gateway.create_room(puppet, "Lou (visitor)", "topic", "conv_lost-answer")
+    assert other != first
