@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DomainEvent:
-    #: True: at most one unclaimed pending row of this key (a second raise adds nothing)
-    coalesce: ClassVar[bool] = False
+    #: What a raise does where its key has an unclaimed pending row: ADD a row after it, KEEP
+    #: that one (a second raise adds nothing), or REPLACE its payload and due time (a timer set
+    #: again moves instead of leaving its older self behind)
+    if_pending: ClassVar[str] = "add"
     #: claimed before rows of a higher number: the invite path goes first in a burst, since
     #: the homeserver's CPU is what a burst of visitors waits for
     priority: ClassVar[int] = 1
@@ -30,6 +32,10 @@ class DomainEvent:
     @property
     def key(self) -> str:
         raise NotImplementedError
+
+    def when_pending(self) -> str:
+        """``if_pending`` of this raise (see there): "add", "keep" or "replace"."""
+        return self.if_pending
 
     @property
     def due_at(self) -> float | None:
@@ -118,7 +124,7 @@ class InviteWithdrawn(DomainEvent):
 class QueueChanged(DomainEvent):
     """Someone may now be offered to someone: a routing pass, then queue places to pages."""
 
-    coalesce: ClassVar[bool] = True
+    if_pending: ClassVar[str] = "keep"
     priority: ClassVar[int] = 0
 
     @property
@@ -145,11 +151,26 @@ class OfferExpires(DomainEvent):
 @dataclass(frozen=True)
 class VisitorMayHaveLeft(DomainEvent):
     """Timer: a queued visitor's pages were all closed; if none is open again when it is due
-    (and the visitor still waits), the conversation is dropped."""
+    (and the visitor still waits), the conversation is dropped.
 
-    coalesce: ClassVar[bool] = True
+    Each close sets it again (it replaces the pending one). It says when the last page closed,
+    on the wall clock (``closed_at``) and on the monotonic clock of ``clock`` (``since``): a
+    process on the same machine counts on the monotonic clock, which no step of the wall clock
+    moves; another machine can only count on the wall clock. (Rows written before these fields
+    existed have none: they count from when they run.)
+
+    Set again by its own handler (``again``: the time is not up yet), it keeps a pending one
+    instead: that one was set by a later close, and knows better."""
+
     conversation_id: ConversationId
     due: float
+    closed_at: float | None = None
+    since: float | None = None
+    clock: str | None = None
+    again: bool = False
+
+    def when_pending(self) -> str:
+        return "keep" if self.again else "replace"
 
     @property
     def key(self) -> str:

@@ -31,7 +31,12 @@ class Clock(Protocol):
         """Seconds since the epoch: for what is stored (it may step back or forward)."""
 
     def monotonic(self) -> float:
-        """Seconds from an arbitrary start that never step: for timing within a process."""
+        """Seconds from an arbitrary start that never step: for timing on one machine."""
+
+    @property
+    def monotonic_source(self) -> str:
+        """Names the start of :meth:`monotonic`: clocks with the same source (the processes of
+        one machine, since it booted) count from the same start, so their readings compare."""
 
 
 class Store(Protocol):

@@ -27,6 +27,8 @@ from bridge.ports import OutboxRow, VisitorEvent
 
 
 class FakeClock:
+    monotonic_source = "fake"  # every process of a test shares the one fake machine
+
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self.t = start
         self.elapsed = 0.0
@@ -226,12 +228,22 @@ class MemoryOutbox:
 
     async def add(self, events: Sequence[DomainEvent], now: float) -> None:
         for event in events:
-            if event.coalesce and any(
-                r.row.key == event.key and r.state == "pending" and r.claimed_by is None
-                for r in self.rows.values()
-            ):
-                continue
             due = event.due_at
+            pending = [
+                r
+                for r in self.rows.values()
+                if r.row.key == event.key and r.state == "pending" and r.claimed_by is None
+            ]
+            rule = event.when_pending()
+            if rule == "keep" and pending:
+                continue
+            if rule == "replace" and pending:
+                for r in pending:
+                    r.row = dataclasses.replace(
+                        r.row, payload=event.payload(), due_at=now if due is None else due
+                    )
+                    r.delay = 0.0 if due is None else max(0.0, due - now)
+                continue
             row = OutboxRow(
                 id=self._next,
                 key=event.key,

@@ -62,7 +62,21 @@ class SqlOutbox:
                 now,
                 event.priority,
             )
-            if event.coalesce:
+            rule = event.when_pending()
+            if rule == "replace":
+                moved = await self.db.fetch(
+                    "UPDATE outbox SET payload = $3, due_at = $4, delay = $5 "
+                    "WHERE key = $1 AND kind = $2 AND state = 'pending' AND claimed_by IS NULL "
+                    "RETURNING id",
+                    *params[:5],
+                )
+                if not moved:
+                    await self.db.execute(
+                        "INSERT INTO outbox (key, kind, payload, due_at, delay, created_at, "
+                        "priority) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        *params,
+                    )
+            elif rule == "keep":
                 await self.db.execute(
                     "INSERT INTO outbox (key, kind, payload, due_at, delay, created_at, priority) "
                     "SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM outbox "

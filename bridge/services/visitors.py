@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import uuid
@@ -73,8 +74,6 @@ class VisitorService:
         self._topics = topics
         self._abandon_after = abandon_after
         self._visitor_locks = KeyedLock()
-        # monotonic time this process last saw the last page of a queued conversation close
-        self._unwatched_since: dict[ConversationId, float] = {}
 
     def register(self, handlers: Handlers) -> None:
         handlers.register(VisitorMayHaveLeft, self.drop_if_gone)
@@ -239,32 +238,44 @@ class VisitorService:
         """The last page of the conversation open in this process closed. A visitor still
         queued when ``abandon_after`` has passed with no page open anywhere is dropped, so
         they do not keep ringing advisors."""
-        self._unwatched_since[conversation_id] = self._clock.monotonic()
         conversation = await self._store.get_conversation(conversation_id)
         if conversation is not None and conversation.status.is_open:
             # also while chatting: the visitor may be handed back to the queue later
-            await self._watch_for_leaving([conversation_id])
+            await self._watch_for_leaving([self._closed_now(conversation_id)])
 
     async def watch_queued(self) -> None:
         """At start-up: every queued visitor might have left while we were down. The count
         starts now, so a restart never drops anyone early."""
         queued = [c.id for c in await self._store.open_conversations() if c.status in QUEUED]
-        now = self._clock.monotonic()
-        for conversation_id in queued:
-            self._unwatched_since.setdefault(conversation_id, now)
-        await self._watch_for_leaving(queued)
+        await self._watch_for_leaving([self._closed_now(c) for c in queued])
 
-    async def _watch_for_leaving(
-        self, conversation_ids: list[ConversationId], after: float | None = None
-    ) -> None:
-        due = self._clock.now() + (self._abandon_after if after is None else after)
+    def _closed_now(self, conversation_id: ConversationId) -> VisitorMayHaveLeft:
+        return VisitorMayHaveLeft(
+            conversation_id,
+            due=self._clock.now() + self._abandon_after,
+            closed_at=self._clock.now(),
+            since=self._clock.monotonic(),
+            clock=self._clock.monotonic_source,
+        )
+
+    async def _watch_for_leaving(self, timers: list[VisitorMayHaveLeft]) -> None:
         async with self._uow() as batch:
-            batch.raise_([VisitorMayHaveLeft(c, due) for c in conversation_ids])
+            batch.raise_(timers)
+
+    def _unwatched_for(self, timer: VisitorMayHaveLeft) -> float | None:
+        """How long ago the page closed, on the clock the timer and this process share: the
+        monotonic one on the same machine (no step of the wall clock moves it), else the wall
+        clock; None if the timer does not say."""
+        if timer.since is not None and timer.clock == self._clock.monotonic_source:
+            return self._clock.monotonic() - timer.since
+        if timer.closed_at is not None:
+            return self._clock.now() - timer.closed_at
+        return None
 
     async def drop_if_gone(self, event: VisitorMayHaveLeft, attempt: Attempt) -> None:
-        """The timer of :meth:`page_closed`. Time unwatched is counted on this process's
-        monotonic clock (a step of the wall clock drops nobody); a process that did not see
-        the page close (another one, or this one before a restart) starts counting now."""
+        """The timer of :meth:`page_closed`: drops the visitor if they still wait with no page
+        open and ``abandon_after`` has passed since the page closed; else it is set again for
+        the time left (a wall clock stepped forward made it due early)."""
         conversation_id = event.conversation_id
         conversation = await self._store.get_conversation(conversation_id)
         if (
@@ -272,17 +283,18 @@ class VisitorService:
             or not conversation.status.is_open
             or self._channel.is_watching(conversation_id)
         ):
-            self._unwatched_since.pop(conversation_id, None)
             return  # ended, or back: a page that closes later sets a new timer
-        now = self._clock.monotonic()
         if conversation.status not in QUEUED:
             # with an advisor, who closes it; if it is handed back, it counts from here on
-            self._unwatched_since[conversation_id] = now
-            await self._watch_for_leaving([conversation_id])
+            await self._watch_for_leaving([self._closed_now(conversation_id)])
             return
-        since = self._unwatched_since.setdefault(conversation_id, now)
-        if now - since < self._abandon_after:
-            await self._watch_for_leaving([conversation_id], self._abandon_after - (now - since))
+        unwatched = self._unwatched_for(event)
+        if unwatched is None:  # a timer written before it said when: count from now
+            await self._watch_for_leaving([self._closed_now(conversation_id)])
             return
-        del self._unwatched_since[conversation_id]
+        if unwatched < self._abandon_after:
+            due = self._clock.now() + self._abandon_after - unwatched
+            again = dataclasses.replace(event, due=due, again=True)
+            await self._watch_for_leaving([again])
+            return
         await self._queue.end(conversation_id, Sender.VISITOR, LEFT)

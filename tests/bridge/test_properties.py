@@ -24,7 +24,6 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 from unittest import mock
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -102,10 +101,7 @@ MATRIX_SIDE = (
 # regression test at the end of this file; the machine steps around it (or skips that one
 # check) so it keeps looking for others. When a fix makes its test pass, remove the xfail mark
 # and the entry here, and the machine checks that rule again.
-KNOWN_BUGS: set[str] = {
-    # each process counts from its own page close: one that saw an older close drops early
-    "early-drop-across-processes",
-}
+KNOWN_BUGS: set[str] = set()
 
 # What the Matrix side of an end may still fill in on an ended conversation: a room that was
 # being made when the chat ended is attached (once), so that its close finds it.
@@ -834,8 +830,6 @@ class DeskMachine(RuleBasedStateMachine):
     async def _page_closes(self, conversation: Conversation, process: int = 0) -> None:
         self.channel.watching.discard(conversation.id)
         self.closed_at[conversation.id] = self.clock.monotonic()
-        if "early-drop-across-processes" in KNOWN_BUGS:
-            process = 0  # every page is served by one process
         # the last page closed, in the process that served it
         await self.processes[process].visitors.page_closed(conversation.id)
 
@@ -1999,7 +1993,6 @@ async def test_a_visitor_handed_back_with_no_page_open_is_dropped_in_time(desk):
     assert (await desk.conv(cid)).status is ConversationStatus.ENDED
 
 
-@pytest.mark.xfail(strict=True, reason="early-drop-across-processes")
 async def test_a_visitor_whose_page_closed_in_another_process_is_not_dropped_early():
     # each process counts from when it saw the page close; a timer set in one process is run
     # by whichever claims it, which may count from a close long ago

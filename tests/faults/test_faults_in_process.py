@@ -12,6 +12,7 @@ import time
 import aiohttp
 import asyncpg
 
+from appservice.clock import WallClock
 from tests.faults.load import ChatLoad, assert_nothing_lost_or_doubled, report
 from tests.pg import server_url
 
@@ -131,10 +132,11 @@ async def test_database_connections_dropped_mid_load_lose_and_double_nothing(pg_
     assert_nothing_lost_or_doubled(accounts)
 
 
-class JumpingClock:
+class JumpingClock(WallClock):
     """The machine's clock, which an administrator (or NTP) can step."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.offset = 0.0
 
     def now(self) -> float:
