@@ -134,6 +134,7 @@ class Switchboard:
             config.appservice.hs_token, self.txn_log, events, self.watch
         )
         self.catch_up = CatchUp(self.gateway.bot.api, self._served_rooms, self.endpoint)
+        self.endpoint.read_back = self.catch_up.events_since
         last_push = await self.txn_log.last_transaction_at()
         if last_push is not None:
             # the homeserver may have restarted while we were down, losing what it held for us

@@ -155,6 +155,17 @@ class CatchUp:
         log.info("caught up on %d room(s); complete: %s", rooms, complete)
         return complete
 
+    async def events_since(self, room_id: str, since: float) -> list[dict[str, Any]]:
+        """The events of a room the desk serves at or after ``since`` (wall-clock seconds),
+        oldest first; none from a room we may not read (not one of ours)."""
+        try:
+            return await self._events_since(RoomId(room_id), int(since * 1000))
+        except MatrixRequestError as e:
+            if e.http_status in UNAVAILABLE or e.http_status == 429:
+                raise
+            log.debug("cannot read %s back: %s", room_id, e)
+            return []
+
     async def _events_since(self, room_id: RoomId, since_ms: int) -> list[dict[str, Any]]:
         """The room's message and membership events at or after ``since_ms``, oldest first."""
         found: list[dict[str, Any]] = []

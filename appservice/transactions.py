@@ -39,6 +39,12 @@ class EventSink(Protocol):
 class PushWatch(Protocol):
     def pushed(self) -> None: ...
     def suspect_gap(self, why: str, since: float | None = None) -> None: ...
+    @property
+    def gap_since(self) -> float | None: ...
+
+
+#: The events of a room at or after a time, oldest first, read back from the homeserver.
+ReadBack = Callable[[str, float], Awaitable[list[Any]]]
 
 
 def _error(status: int, errcode: str, error: str) -> web.Response:
@@ -60,6 +66,8 @@ class AppserviceEndpoint:
         self._repeating = False  # the last transaction's id had been seen before
         self._lock = asyncio.Lock()
         self.transactions_handled = 0
+        #: set by the catch-up: how to read a room's recent events back (see :meth:`_handle`)
+        self.read_back: ReadBack | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_TRANSACTION_BYTES)
@@ -144,7 +152,16 @@ class AppserviceEndpoint:
 
     async def _handle(self, body: dict[str, Any]) -> None:
         events = body.get("events")
-        await self._handle_events(events if isinstance(events, list) else [])
+        events = events if isinstance(events, list) else []
+        since = self._watch.gap_since if self._watch is not None else None
+        if since is not None and self.read_back is not None:
+            # Events may be missing (a restart, an outage): Synapse can hold back a transaction
+            # and push the next one. Whatever of the same rooms came before is read back and
+            # handled first, so an advisor's messages reach the page in the order they wrote.
+            rooms = [e.get("room_id") for e in events if isinstance(e, dict)]
+            for room_id in dict.fromkeys(r for r in rooms if isinstance(r, str)):
+                await self._handle_events(await self.read_back(room_id, since))
+        await self._handle_events(events)
         ephemeral = body.get("ephemeral") or body.get("de.sorunome.msc2409.ephemeral")
         for event in ephemeral if isinstance(ephemeral, list) else []:
             try:

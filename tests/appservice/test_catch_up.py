@@ -12,6 +12,7 @@ import pytest
 from mautrix.errors import MatrixConnectionError, MatrixStandardRequestError
 
 from appservice.catch_up import FOLLOW_UPS, MARGIN, PAGE, CatchUp, HomeserverWatch
+from appservice.transactions import AppserviceEndpoint
 from bridge.model import RoomId
 from tests.fakes import FakeClock
 
@@ -135,3 +136,75 @@ async def test_a_busy_or_unavailable_homeserver_means_try_again(status):
     rooms = Rooms({"!a": [_event(1, 60_000)]})
     rooms.failing["!a"] = MatrixStandardRequestError(status, "busy")
     assert not await _catch_up(rooms, Endpoint()).run(since=0.0)
+
+
+class MemoryLog:
+    def __init__(self) -> None:
+        self.transactions: set[str] = set()
+        self.events: set[str] = set()
+
+    async def transaction_done(self, txn_id: str) -> bool:
+        return txn_id in self.transactions
+
+    async def mark_transaction(self, txn_id: str) -> None:
+        self.transactions.add(txn_id)
+
+    async def event_handled(self, event_id: str) -> bool:
+        return event_id in self.events
+
+    async def mark_event(self, event_id: str) -> None:
+        self.events.add(event_id)
+
+
+class Handled:
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    async def handle(self, event: Any) -> None:
+        self.bodies.append(event["content"]["body"])
+
+    async def handle_ephemeral(self, event: Any) -> None:
+        pass
+
+
+def _said(n: int, room: str = "!r:hs") -> dict[str, Any]:
+    return {
+        "event_id": f"$a{n}",
+        "room_id": room,
+        "type": "m.room.message",
+        "origin_server_ts": 1_000 + n,
+        "content": {"msgtype": "m.text", "body": f"a{n}"},
+    }
+
+
+@pytest.mark.parametrize("gap", [False, True])
+async def test_a_push_after_one_the_homeserver_held_back_comes_in_order(aiohttp_client, gap):
+    # Synapse stored a transaction for us that it never sent (a2), then pushed the next one
+    # (a3). While a loss is suspected, the room's earlier events are read back first.
+    clock = FakeClock()
+    watch = HomeserverWatch(clock)
+    if gap:
+        watch.suspect_gap("Switchboard started", since=clock.now() - 5)
+    sink, reads = Handled(), []
+    endpoint = AppserviceEndpoint("hs-token", MemoryLog(), sink, watch)
+
+    async def read_back(room_id: str, since: float) -> list[dict[str, Any]]:
+        reads.append((room_id, since))
+        return [_said(1), _said(2), _said(3)]
+
+    endpoint.read_back = read_back
+    client = await aiohttp_client(endpoint.app())
+    headers = {"Authorization": "Bearer hs-token"}
+    first = await client.put(
+        "/_matrix/app/v1/transactions/1", json={"events": [_said(1)]}, headers=headers
+    )
+    assert first.status == 200
+    third = await client.put(
+        "/_matrix/app/v1/transactions/3", json={"events": [_said(3)]}, headers=headers
+    )
+    assert third.status == 200
+    if gap:
+        assert sink.bodies == ["a1", "a2", "a3"]
+        assert reads and all(since <= clock.now() - 5 for _, since in reads)
+    else:  # nothing suggests a loss: no reading back on the message path
+        assert sink.bodies == ["a1", "a3"] and not reads
