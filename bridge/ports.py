@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncContextManager, Protocol, Sequence
+from typing import AsyncContextManager, Collection, Protocol, Sequence
 
 from .events import DomainEvent
 from .model import (
@@ -66,6 +66,8 @@ class Store(Protocol):
 
     async def visitor_by_session(self, session_hash: str) -> Visitor | None: ...
     async def get_visitor(self, visitor_id: VisitorId) -> Visitor | None: ...
+    async def get_visitors(self, visitor_ids: Collection[VisitorId]) -> dict[VisitorId, Visitor]:
+        """The visitors of these ids that exist, in one go (a routing pass tells thousands)."""
 
     # conversations
     async def add_conversation(self, conversation: Conversation) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Collection, Sequence
 
 from bridge.events import DomainEvent
 from bridge.model import (
@@ -119,6 +119,9 @@ class MemoryStore:
 
     async def get_visitor(self, visitor_id: VisitorId) -> Visitor | None:
         return self.visitors.get(visitor_id)
+
+    async def get_visitors(self, visitor_ids: Collection[VisitorId]) -> dict[VisitorId, Visitor]:
+        return {v: self.visitors[v] for v in visitor_ids if v in self.visitors}
 
     async def add_conversation(self, conversation: Conversation) -> bool:
         if any(

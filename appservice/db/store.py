@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -46,6 +46,7 @@ CONVERSATION_COLUMNS = (
     "id, visitor_id, topic, status, created_at, queued_at, puppet, room_id, advisor, "
     "invite_deadline, skipped, read_up_to, ended_at, ended_by, version"
 )
+VISITORS_PER_QUERY = 500  # within every SQLite's limit of bound parameters
 MESSAGE_COLUMNS = "id, conversation_id, seq, sender, author, body, ts, client_id, event_id, txn_id"
 ADVISOR_COLUMNS = "mxid, available, presence, capacity, display_name, control_room"
 
@@ -250,6 +251,20 @@ class SqlStore:
             f"SELECT {VISITOR_COLUMNS} FROM visitors WHERE id = $1", visitor_id
         )
         return _visitor_from_row(row) if row else None
+
+    async def get_visitors(self, visitor_ids: Collection[VisitorId]) -> dict[VisitorId, Visitor]:
+        ids = list(dict.fromkeys(visitor_ids))
+        found: dict[VisitorId, Visitor] = {}
+        for start in range(0, len(ids), VISITORS_PER_QUERY):
+            chunk = ids[start : start + VISITORS_PER_QUERY]
+            marks = ", ".join(f"${n}" for n in range(1, len(chunk) + 1))
+            rows = await self.db.fetch(
+                f"SELECT {VISITOR_COLUMNS} FROM visitors WHERE id IN ({marks})", *chunk
+            )
+            for row in rows:
+                visitor = _visitor_from_row(row)
+                found[visitor.id] = visitor
+        return found
 
     # conversations
 

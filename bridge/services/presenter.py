@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..model import Conversation, ConversationStatus, Message
+from ..model import Conversation, ConversationStatus, Message, Visitor, VisitorId
 from ..ports import ConversationView, MessageEvent, StatusEvent, Store, VisitorChannel
 from ..routing import queue_positions
 
@@ -19,11 +19,19 @@ class Presenter:
         return self._topics.get(topic, topic)
 
     async def view(
-        self, conversation: Conversation, positions: Mapping[str, int] | None = None
+        self,
+        conversation: Conversation,
+        positions: Mapping[str, int] | None = None,
+        visitors: Mapping[VisitorId, Visitor] | None = None,
     ) -> ConversationView:
+        """What the visitor's page shows. ``positions`` and ``visitors``: read already (a
+        routing pass tells thousands of pages at once)."""
         if positions is None and conversation.status is ConversationStatus.WAITING:
             positions = queue_positions(await self._store.open_conversations())
-        visitor = await self._store.get_visitor(conversation.visitor_id)
+        if visitors is not None and conversation.visitor_id in visitors:
+            visitor: Visitor | None = visitors[conversation.visitor_id]
+        else:
+            visitor = await self._store.get_visitor(conversation.visitor_id)
         advisor_name = None
         if conversation.advisor and conversation.status is ConversationStatus.ACTIVE:
             advisor = await self._store.get_advisor(conversation.advisor)
@@ -40,10 +48,13 @@ class Presenter:
         )
 
     async def status(
-        self, conversation: Conversation, positions: Mapping[str, int] | None = None
+        self,
+        conversation: Conversation,
+        positions: Mapping[str, int] | None = None,
+        visitors: Mapping[VisitorId, Visitor] | None = None,
     ) -> None:
         await self._channel.publish(
-            conversation.id, StatusEvent(await self.view(conversation, positions))
+            conversation.id, StatusEvent(await self.view(conversation, positions, visitors))
         )
 
     async def message(self, message: Message) -> None:

@@ -137,22 +137,29 @@ class QueueService:
                     await self._store.set_setting(CURSOR_KEY, ring.last)
                 await self._store.set_setting(EPOCH_KEY, str(epoch + 1))
             self._epoch = epoch + 1
+        offered = {o.id: o for o in offers}
+        await self._publish(offers, [offered.get(c.id, c) for c in conversations])
+
+    async def _publish(
+        self, offers: list[Conversation], conversations: list[Conversation]
+    ) -> None:
+        """Tell the offered visitors, and show every waiting visitor their place where it is
+        not what their pages show last (the visitors' names read in one go). Each status
+        carries the conversation's version: a page shown something newer meanwhile ignores
+        it."""
+        positions = queue_positions(conversations)
+        moved = [
+            c
+            for c in conversations
+            if (place := positions.get(c.id)) is not None and self._shown.get(c.id) != place
+        ]
+        visitors = await self._store.get_visitors([c.visitor_id for c in offers + moved])
         for offer in offers:
             log.info("offering conversation %s to %s", offer.id, offer.advisor)
-            await self._presenter.status(offer)
-        offered = {o.id: o for o in offers}
-        await self._publish_places([offered.get(c.id, c) for c in conversations])
-
-    async def _publish_places(self, conversations: list[Conversation]) -> None:
-        """Show every waiting visitor their place where it is not what their pages show last.
-        Each status carries the conversation's version: a page shown something newer
-        meanwhile ignores it."""
-        positions = queue_positions(conversations)
-        for conversation in conversations:
-            place = positions.get(conversation.id)
-            if place is not None and self._shown.get(conversation.id) != place:
-                self._shown[conversation.id] = place
-                await self._presenter.status(conversation, positions)
+            await self._presenter.status(offer, visitors=visitors)
+        for conversation in moved:
+            self._shown[conversation.id] = positions[conversation.id]
+            await self._presenter.status(conversation, positions, visitors)
         for gone in [k for k in self._shown if k not in positions]:
             del self._shown[gone]
 

@@ -184,6 +184,16 @@ async def test_visitor_is_found_by_each_of_their_sessions(store: Store) -> None:
     assert await store.get_visitor(VisitorId("nobody")) is None
 
 
+async def test_many_visitors_are_read_in_one_go(store: Store) -> None:
+    many = [visitor(n) for n in range(1, 1202)]  # more than one query's worth
+    for n, v in enumerate(many):
+        await store.add_visitor(v, f"hash-{n}")
+    wanted = [v.id for v in many] + [VisitorId("nobody"), many[0].id]
+    found = await store.get_visitors(wanted)
+    assert found == {v.id: v for v in many}
+    assert await store.get_visitors([]) == {}
+
+
 async def test_add_visitor_returns_the_visitor_it_bound_and_updates_them(store: Store) -> None:
     v = visitor(1)
     assert await store.add_visitor(v, "hash-a") == v

@@ -2010,7 +2010,7 @@ async def test_a_visitor_whose_page_closed_in_another_process_is_not_dropped_ear
 
 
 async def test_a_queue_place_shown_while_the_room_is_made_is_corrected():
-    # QueueService._publish_places pushes a place only where it differs from the last place the
+    # QueueService._publish pushes a place only where it differs from the last place the
     # pass itself pushed; a status pushed by a change (here the room made) shows a place too
     desk = make_desk()
     await desk.advisor(ANA, capacity=1)
