@@ -136,6 +136,10 @@ class MemoryStore:
     async def save_conversation(self, conversation: Conversation) -> None:
         self.conversations[conversation.id] = conversation
 
+    async def save_conversations(self, conversations: Sequence[Conversation]) -> None:
+        for conversation in conversations:
+            await self.save_conversation(conversation)
+
     async def get_conversation(self, conversation_id: ConversationId) -> Conversation | None:
         return self.conversations.get(conversation_id)
 

@@ -51,6 +51,7 @@ class SqlOutbox:
         self._least = "LEAST" if postgres else "MIN"
 
     async def add(self, events: Sequence[DomainEvent], now: float) -> None:
+        plain: list[tuple[Any, ...]] = []  # rows simply added: written together, in order
         for event in events:
             due = event.due_at
             params = (
@@ -63,6 +64,10 @@ class SqlOutbox:
                 event.priority,
             )
             rule = event.when_pending()
+            if rule == "add":
+                plain.append(params)
+                continue
+            await self._insert(plain)
             if rule == "replace":
                 moved = await self.db.fetch(
                     "UPDATE outbox SET payload = $3, due_at = $4, delay = $5 "
@@ -71,26 +76,27 @@ class SqlOutbox:
                     *params[:5],
                 )
                 if not moved:
-                    await self.db.execute(
-                        "INSERT INTO outbox (key, kind, payload, due_at, delay, created_at, "
-                        "priority) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        *params,
-                    )
-            elif rule == "keep":
+                    await self._insert([params])
+            else:  # keep
                 await self.db.execute(
                     "INSERT INTO outbox (key, kind, payload, due_at, delay, created_at, priority) "
                     "SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM outbox "
                     "WHERE key = $1 AND state = 'pending' AND claimed_by IS NULL)",
                     *params,
                 )
-            else:
-                await self.db.execute(
-                    "INSERT INTO outbox (key, kind, payload, due_at, delay, created_at, "
-                    "priority) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    *params,
-                )
+        await self._insert(plain)
         if self._channel is not None and events:
             await self.db.execute("SELECT pg_notify($1, $2)", self._channel, OUTBOX_NOTE)
+
+    async def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` (then forget them): one statement sent many times, ids in order."""
+        if rows:
+            await self.db.executemany(
+                "INSERT INTO outbox (key, kind, payload, due_at, delay, created_at, priority) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                rows,
+            )
+            rows.clear()
 
     async def claim(
         self,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -288,14 +288,20 @@ class SqlStore:
 
     async def save_conversation(self, conversation: Conversation) -> None:
         """Insert or overwrite every field of the conversation."""
+        await self.save_conversations([conversation])
+
+    async def save_conversations(self, conversations: Sequence[Conversation]) -> None:
+        """:meth:`save_conversation` of each, in one statement sent many times."""
+        if not conversations:
+            return
         updates = ", ".join(
             f"{col} = excluded.{col}" for col in CONVERSATION_COLUMNS.split(", ")[1:]
         )
-        await self.db.execute(
+        await self.db.executemany(
             f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
             f"ON CONFLICT (id) DO UPDATE SET {updates}",
-            *_conversation_params(conversation),
+            [_conversation_params(c) for c in conversations],
         )
 
     async def get_conversation(self, conversation_id: ConversationId) -> Conversation | None:

@@ -129,9 +129,9 @@ class QueueService:
                     if advisor is None:
                         continue
                     offer, events = conversation.offer(advisor, now, self._settings.invite_timeout)
-                    await self._store.save_conversation(offer)
                     batch.raise_(events)
                     offers.append(offer)
+                await self._store.save_conversations(offers)
                 if offers and ring.last:
                     # the cursor only spreads work fairly; losing it in a crash harms nobody
                     await self._store.set_setting(CURSOR_KEY, ring.last)

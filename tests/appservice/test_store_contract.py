@@ -288,6 +288,27 @@ async def test_conversation_round_trips_every_field(store: Store) -> None:
     assert await store.get_conversation(ConversationId("nope")) is None
 
 
+async def test_a_routing_pass_saves_its_offers_together(store: Store) -> None:
+    await with_visitors(store, 1, 2, 3)
+    waiting = [conversation(n, visitor_n=n) for n in (1, 2, 3)]
+    for c in waiting:
+        assert await store.add_conversation(c)
+    offers = [
+        with_status(
+            c,
+            ConversationStatus.INVITING,
+            room_id=RoomId(f"!r{n}:test"),
+            advisor=AdvisorMxid("@ann:test"),
+            invite_deadline=T0 + 60,
+            version=c.version + 1,
+        )
+        for n, c in enumerate(waiting[:2])
+    ]
+    await store.save_conversations(offers)
+    await store.save_conversations([])
+    assert [await store.get_conversation(c.id) for c in waiting] == [*offers, waiting[2]]
+
+
 async def test_version_is_stored_as_given_by_add_and_save(store: Store) -> None:
     await with_visitors(store, 1)
     c = conversation(1, version=5)
