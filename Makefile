@@ -28,8 +28,8 @@ constraints:
 	$(PYTHON) -m venv .venv-pins
 	.venv-pins/bin/pip install --quiet --upgrade pip
 	.venv-pins/bin/pip install --quiet '.[test]'
-	{ sed -n '/^#/p' $(PINS); .venv-pins/bin/pip freeze --all | grep -v '^switchboard[ =@]'; } \
-	  > $(PINS).new
+	{ awk '/^#/ { print; next } { exit }' $(PINS); \
+	  .venv-pins/bin/pip freeze --all | grep -v -i 'switchboard'; } > $(PINS).new
 	mv $(PINS).new $(PINS)
 	rm -rf .venv-pins
 
