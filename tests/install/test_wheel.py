@@ -31,7 +31,7 @@ def test_the_wheel_ships_every_module_and_the_migrations_and_no_alembic_package(
         if f.startswith("alembic/")
     }
     assert "appservice/migrations/env.py" in expected
-    assert expected - names == set(), "add the missing package to pyproject's packages list"
+    assert expected - names == set(), "list it in pyproject's packages or package-data"
     # `alembic` is the library's import name: never shadow it
     assert not [n for n in names if n.split("/")[0] == "alembic"]
     dist_info = f"switchboard-{VERSION}.dist-info"
