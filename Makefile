@@ -5,20 +5,33 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# the versions CI tested (see the file's header); every install below goes through it
+PINS   := constraints.txt
 
-.PHONY: demo test lint chromium install clean
+.PHONY: demo test lint chromium install clean constraints
 
-$(VENV)/.demo-installed: pyproject.toml
+$(VENV)/.demo-installed: pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[demo]'
+	$(BIN)/pip install --quiet --upgrade -c $(PINS) pip
+	$(BIN)/pip install --quiet -c $(PINS) -e '.[demo]'
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml
+$(VENV)/.test-installed: pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --upgrade -c $(PINS) pip
+	$(BIN)/pip install --quiet -c $(PINS) -e '.[test]'
 	touch $(VENV)/.demo-installed $@
+
+# Re-pin after changing a dependency: a fresh virtualenv without pins, then its freeze.
+constraints:
+	rm -rf .venv-pins
+	$(PYTHON) -m venv .venv-pins
+	.venv-pins/bin/pip install --quiet --upgrade pip
+	.venv-pins/bin/pip install --quiet '.[test]'
+	{ awk '/^#/ { print; next } { exit }' $(PINS); \
+	  .venv-pins/bin/pip freeze --all | grep -v -i 'switchboard'; } > $(PINS).new
+	mv $(PINS).new $(PINS)
+	rm -rf .venv-pins
 
 install: $(VENV)/.demo-installed
 

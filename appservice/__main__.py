@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -46,8 +47,17 @@ async def run(config_path: Path) -> None:
         await switchboard.stop()
 
 
+def version() -> str:
+    """The installed distribution's version (from its metadata, so it is the wheel's)."""
+    try:
+        return importlib.metadata.version("switchboard")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="fill in secrets and write the homeserver registration")
     gen.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
@@ -76,8 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             asyncio.run(run(args.config))
         else:
-            from .demo import run_demo
+            from .demo import missing_demo_packages, run_demo
 
+            missing = missing_demo_packages()
+            if missing:
+                print(
+                    f"switchboard: the demo needs {' and '.join(missing)}, which a plain "
+                    "install leaves out: pip install 'switchboard[demo]'",
+                    file=sys.stderr,
+                )
+                return 2
             asyncio.run(run_demo(args.data_dir))
     except ConfigError as e:
         print(f"switchboard: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,8 +183,10 @@ def generate(
         if data[section][key] in (GENERATE, None, ""):
             data[section][key] = secrets.token_urlsafe(32)
     config_path.parent.mkdir(parents=True, exist_ok=True)
-    with config_path.open("w") as f:
+    # it holds the tokens and the portal secret: only its owner reads it, from the first byte
+    with os.fdopen(os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         yaml.dump(data, f)
+    config_path.chmod(0o600)  # an older config may have been written 0644
     config = parse(data, config_path)
     write_registration(config, registration_path)
     return config

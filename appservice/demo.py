@@ -1,12 +1,14 @@
 """``switchboard demo``: a local Synapse (SQLite, loopback), Switchboard and an advisor account.
 
 The data directory keeps everything (homeserver database, config, passwords), so a second run
-resumes where the first stopped.
+resumes where the first stopped. The homeserver comes from the optional ``demo`` extra
+(``pip install 'switchboard[demo]'``); nothing outside this command imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import secrets
 import socket
@@ -15,9 +17,15 @@ from pathlib import Path
 
 from .__main__ import setup_logging, wait_for_stop_signal
 from .config import generate, load
-from .local_homeserver import LocalHomeserver, die_with_parent
 
 SERVER_NAME = "localhost"
+#: What the demo extra adds: the module it is imported as, and the distribution to install.
+DEMO_EXTRA = (("synapse", "matrix-synapse"), ("yaml", "PyYAML"))
+
+
+def missing_demo_packages() -> list[str]:
+    """The distributions of the ``demo`` extra that are not installed."""
+    return [dist for module, dist in DEMO_EXTRA if importlib.util.find_spec(module) is None]
 
 
 def _port(preferred: int) -> int:
@@ -46,6 +54,7 @@ def _say(text: str) -> None:
 
 async def run_demo(data_dir: Path) -> None:
     from .bootstrap import Switchboard
+    from .local_homeserver import LocalHomeserver, die_with_parent
 
     die_with_parent()  # `make demo` killed: we stop too, and take the homeserver with us
     data_dir = data_dir.resolve()

@@ -1,6 +1,7 @@
 """Start and stop a real local Synapse homeserver on loopback.
 
-Used by Switchboard's demo command and by the test suite. Synapse is the one
+Used by Switchboard's demo command and by the test suite; part of the optional ``demo``
+extra (matrix-synapse, PyYAML), which ``switchboard run`` never imports. Synapse is the one
 installed from PyPI into the running interpreter's environment; it is run as
 ``sys.executable -m synapse.app.homeserver`` in its own process group.
 

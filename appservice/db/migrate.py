@@ -20,12 +20,29 @@ from sqlalchemy.pool import NullPool
 
 from .url import DatabaseUrl, parse_database_url
 
-#: The repository's top-level ``alembic/`` folder (env.py, script.py.mako, versions/).
-SCRIPT_LOCATION = Path(__file__).resolve().parents[2] / "alembic"
+
+def _script_location() -> Path:
+    """The folder holding env.py, script.py.mako and versions/.
+
+    The repository keeps it as the top-level ``alembic/`` folder; the wheel ships that folder
+    as ``appservice/migrations`` (pyproject's package-dir), so nothing is installed under the
+    import name ``alembic``. Installed from the wheel, it lies beside this package; in a checkout
+    (an editable install, whose finder cannot resolve a nested folder without ``__init__.py``)
+    it is the checkout's ``alembic/``.
+    """
+    package = Path(__file__).resolve().parents[1]  # appservice/
+    for candidate in (package / "migrations", package.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise RuntimeError(f"Switchboard's migrations are missing (looked beside {package})")
+
+
+#: Where alembic finds Switchboard's migrations (see :func:`_script_location`).
+SCRIPT_LOCATION = _script_location()
 
 
 def alembic_config(db_url: DatabaseUrl | None = None) -> Config:
-    """An alembic ``Config`` built in code, pointing at the repository's ``alembic/`` folder."""
+    """An alembic ``Config`` built in code, pointing at Switchboard's migrations."""
     config = Config()
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
     config.set_main_option("path_separator", "os")

@@ -164,3 +164,13 @@ def test_a_bad_config_says_which_key_and_what_to_do(tmp_path: Path, mutate, mess
 def test_a_missing_config_file_tells_how_to_make_one(tmp_path: Path):
     with pytest.raises(ConfigError, match="switchboard generate"):
         load(tmp_path / "nope.yaml")
+
+
+def test_generate_writes_a_config_only_its_owner_reads(tmp_path: Path):
+    """The config holds the tokens and the portal secret: 0600, also when an older one was 0644."""
+    path = tmp_path / "config.yaml"
+    generate(path, tmp_path / "registration.yaml")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    path.chmod(0o644)
+    generate(path, tmp_path / "registration.yaml")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +33,34 @@ def write_config(base: Path, path: Path, changes: dict[str, Any]) -> Config:
 
 
 class SwitchboardProcess:
-    def __init__(self, config_path: Path) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        command: Sequence[str] = (sys.executable, "-m", "appservice"),
+        *,
+        cwd: Path | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``command`` is how to call ``switchboard`` (default: this checkout, with this
+        interpreter; tests/install gives an installed one), ``base_env`` replaces os.environ."""
         self.config_path = config_path
         self.config = load(config_path)
         self.log_path = config_path.with_suffix(".log")
+        self.command = tuple(command)
+        self.cwd = cwd
+        self.base_env = dict(os.environ if base_env is None else base_env)
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> None:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "appservice", "run", "-c", str(self.config_path)],
+                [*self.command, "run", "-c", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env={**os.environ, **(env or {})},
+                cwd=self.cwd,
+                env={**self.base_env, **(env or {})},
             )
         deadline = time.monotonic() + timeout
         url = f"{self.config.portal.public_url}/healthz"
