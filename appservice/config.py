@@ -46,7 +46,7 @@ class PortalConfig:
     topics: dict[str, str]
     trusted_proxies: tuple[str, ...]
     starts_per_minute: int
-    secret: str
+    secret: tuple[str, ...]  # the first signs, every one verifies (rotation)
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,14 @@ def _get(data: Any, dotted: str, kind: type | tuple[type, ...]) -> Any:
     return node
 
 
+def _secrets(value: str | list[Any]) -> tuple[str, ...]:
+    """``portal.secret``: one secret, or a list while rotating (the first signs)."""
+    listed = [value] if isinstance(value, str) else list(value)
+    if not listed or not all(isinstance(v, str) for v in listed):
+        raise ConfigError("portal.secret must be a secret or a list of secrets (newest first).")
+    return tuple(listed)
+
+
 def parse(data: Any, path: Path | None = None) -> Config:
     """Build a :class:`Config` from parsed YAML, with a clear error for any bad key."""
     s = lambda key: str(_get(data, key, str))  # noqa: E731
@@ -126,7 +134,7 @@ def parse(data: Any, path: Path | None = None) -> Config:
             topics={str(k): str(v) for k, v in topics.items()},
             trusted_proxies=tuple(str(p) for p in _get(data, "portal.trusted_proxies", list)),
             starts_per_minute=_get(data, "portal.starts_per_minute", int),
-            secret=s("portal.secret"),
+            secret=_secrets(_get(data, "portal.secret", (str, list))),
         ),
         routing=RoutingConfig(
             capacity=_get(data, "routing.capacity", int),
@@ -140,7 +148,7 @@ def parse(data: Any, path: Path | None = None) -> Config:
     for key, value in (
         ("appservice.as_token", config.appservice.as_token),
         ("appservice.hs_token", config.appservice.hs_token),
-        ("portal.secret", config.portal.secret),
+        *(("portal.secret", secret) for secret in config.portal.secret),
     ):
         if value == GENERATE or len(value) < 16:
             raise ConfigError(f"{key} is not set: run `switchboard generate` to create it.")

@@ -41,7 +41,8 @@ class PortalSettings:
     topics: Mapping[str, str]
     trusted_proxies: tuple[str, ...]
     starts_per_minute: int
-    secret: str
+    # one secret, or several while rotating: the first signs, every one verifies
+    secret: str | tuple[str, ...]
     # a page that stops answering pings (gone, or stalled mid-frame) is closed within about
     # 1.5× this; its socket is freed and it reconnects with `since` when it comes back
     heartbeat: float = 30.0
@@ -382,7 +383,7 @@ def create_app(
     app[CONVERSATIONS] = conversations
     app[HUB] = hub
     app[SETTINGS] = settings
-    app[SESSIONS] = Sessions(settings.secret.encode(), settings.public_url.startswith("https:"))
+    app[SESSIONS] = Sessions.of(settings.secret, settings.public_url.startswith("https:"))
     app[ORIGINS] = Origins.of(settings.public_url, settings.allowed_origins)
     app[CLIENT] = ClientAddress.of(settings.trusted_proxies)
     app[START_LIMIT] = RateLimiter(settings.starts_per_minute)

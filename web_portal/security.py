@@ -30,21 +30,41 @@ class Sessions:
 
     Tokens are signed with the portal's secret, so a cookie the server never issued (planted
     by a sibling site, say) is not adopted: the visitor gets a fresh session instead.
+
+    The secret can be rotated: ``keys`` are the configured secrets, the first signs and every
+    one verifies. A session's hash covers its signature, so a session signed with an old
+    secret keeps that signature (and its conversation) for as long as the old secret is listed.
     """
 
-    secret: bytes
+    keys: tuple[bytes, ...]
     secure_cookie: bool
 
-    def _signature(self, nonce: str) -> str:
-        mac = hmac.new(self.secret, b"session:" + nonce.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac[:18]).decode()
+    @classmethod
+    def of(cls, secret: str | Sequence[str], secure_cookie: bool) -> "Sessions":
+        """From the config's ``portal.secret``: one secret, or a list whose first one signs."""
+        listed = (secret,) if isinstance(secret, str) else tuple(secret)
+        if not listed:
+            raise ValueError("at least one portal secret is needed")
+        return cls(tuple(s.encode() for s in listed), secure_cookie)
+
+    def _signature(self, nonce: str, key: bytes | None = None) -> str:
+        mac = hmac.new(
+            self.keys[0] if key is None else key, b"session:" + nonce.encode(), hashlib.sha256
+        )
+        return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
 
     def valid_token(self, token: str | None) -> bool:
         if not token or len(token) > 80 or not token.isascii():
             return False
         nonce, _, signature = token.partition(".")
-        return len(nonce) == 43 and secrets.compare_digest(
-            signature.encode(), self._signature(nonce).encode()
+        if len(nonce) != 43:
+            return False
+        # every key is tried, so the time taken does not tell which one signed
+        return any(
+            [
+                secrets.compare_digest(signature.encode(), self._signature(nonce, k).encode())
+                for k in self.keys
+            ]
         )
 
     def token(self, request: web.Request) -> str | None:
@@ -54,12 +74,18 @@ class Sessions:
     def session_hash(self, token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
 
-    def csrf_token(self, token: str) -> str:
-        return hmac.new(self.secret, b"csrf:" + token.encode(), hashlib.sha256).hexdigest()
+    def csrf_token(self, token: str, key: bytes | None = None) -> str:
+        """The CSRF token of a session, signed with the first secret (or ``key``)."""
+        mac = hmac.new(
+            self.keys[0] if key is None else key, b"csrf:" + token.encode(), hashlib.sha256
+        )
+        return mac.hexdigest()
 
     def csrf_ok(self, request: web.Request, token: str) -> bool:
-        given = request.headers.get(CSRF_HEADER, "")
-        return secrets.compare_digest(given.encode(), self.csrf_token(token).encode())
+        given = request.headers.get(CSRF_HEADER, "").encode()
+        return any(
+            [secrets.compare_digest(given, self.csrf_token(token, k).encode()) for k in self.keys]
+        )
 
     def issue(self, response: web.StreamResponse) -> str:
         nonce = secrets.token_urlsafe(32)
