@@ -47,6 +47,10 @@ class PortalConfig:
     trusted_proxies: tuple[str, ...]
     starts_per_minute: int
     secret: tuple[str, ...]  # the first signs, every one verifies (rotation)
+    messages_per_minute: int
+    message_burst: int
+    typing_per_minute: int
+    typing_burst: int
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,10 @@ def parse(data: Any, path: Path | None = None) -> Config:
             trusted_proxies=tuple(str(p) for p in _get(data, "portal.trusted_proxies", list)),
             starts_per_minute=_get(data, "portal.starts_per_minute", int),
             secret=_secrets(_get(data, "portal.secret", (str, list))),
+            messages_per_minute=_get(data, "portal.messages_per_minute", int),
+            message_burst=_get(data, "portal.message_burst", int),
+            typing_per_minute=_get(data, "portal.typing_per_minute", int),
+            typing_burst=_get(data, "portal.typing_burst", int),
         ),
         routing=RoutingConfig(
             capacity=_get(data, "routing.capacity", int),
@@ -152,6 +160,9 @@ def parse(data: Any, path: Path | None = None) -> Config:
     ):
         if value == GENERATE or len(value) < 16:
             raise ConfigError(f"{key} is not set: run `switchboard generate` to create it.")
+    for key in ("messages_per_minute", "message_burst", "typing_per_minute", "typing_burst"):
+        if getattr(config.portal, key) < 1:
+            raise ConfigError(f"portal.{key} must be at least 1.")
     if config.routing.capacity < 1 or config.routing.invite_timeout <= 0:
         raise ConfigError("routing.capacity must be ≥ 1 and routing.invite_timeout > 0.")
     if config.routing.abandon_after < 10:

@@ -339,7 +339,7 @@ async def make_portal(
         desk = build_desk(
             store, gateway, hub, clock, DeskSettings(TOPICS, RoutingSettings(3, 60.0))
         )
-        app = create_app(desk.visitors, hub, settings)
+        app = create_app(desk.visitors, hub, settings, monotonic=clock.monotonic)
         server = await aiohttp_server(app, port=port)
         portal = Portal(
             memory, gateway, hub, clock, desk, settings, server, aiohttp_client, database=database
