@@ -27,6 +27,7 @@ from bridge.model import ConversationId
 from bridge.services.visitors import VisitorService
 
 from . import inputs
+from .assets import Assets
 from .hub import Subscriber, VisitorHub
 from .openapi import openapi_document
 from .security import ClientAddress, Origins, RateLimiter, Sessions, TypingGate, origin_of
@@ -71,6 +72,7 @@ CLIENT = web.AppKey("client_address", ClientAddress)
 START_LIMIT = web.AppKey("start_limit", RateLimiter)
 MESSAGE_LIMIT = web.AppKey("message_limit", RateLimiter)
 TYPING_GATE = web.AppKey("typing_gate", TypingGate)
+ASSETS = web.AppKey("assets", Assets)
 
 
 def error_response(
@@ -209,7 +211,7 @@ async def portal_page(request: web.Request) -> web.Response:
     context = {
         "org_name": settings.org_name,
         "topics": [{"id": k, "label": v} for k, v in settings.topics.items()],
-        "static_url": "/static",
+        "asset": request.app[ASSETS].url,
     }
     response = aiohttp_jinja2.render_template("portal.html", request, context)
     if token is None:
@@ -424,6 +426,7 @@ def create_app(
     app[TYPING_GATE] = TypingGate(
         RateLimiter(settings.typing_per_minute, settings.typing_burst, clock=monotonic)
     )
+    app[ASSETS] = Assets.scan(HERE / "static")
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -442,7 +445,7 @@ def create_app(
             web.post("/api/conversation/read", post_read),
             web.post("/api/conversation/end", end_conversation),
             web.get("/api/ws", websocket),
-            web.static("/static", HERE / "static"),
+            app[ASSETS].route(),
         ]
     )
     return app
