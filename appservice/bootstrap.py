@@ -150,6 +150,10 @@ class Switchboard:
                 trusted_proxies=config.portal.trusted_proxies,
                 starts_per_minute=config.portal.starts_per_minute,
                 secret=config.portal.secret,
+                messages_per_minute=config.portal.messages_per_minute,
+                message_burst=config.portal.message_burst,
+                typing_per_minute=config.portal.typing_per_minute,
+                typing_burst=config.portal.typing_burst,
             ),
         )
         await self._serve(self.endpoint.app(), config.appservice.hostname, config.appservice.port)

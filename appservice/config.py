@@ -47,7 +47,11 @@ class PortalConfig:
     topics: dict[str, str]
     trusted_proxies: tuple[str, ...]
     starts_per_minute: int
-    secret: str
+    secret: tuple[str, ...]  # the first signs, every one verifies (rotation)
+    messages_per_minute: int
+    message_burst: int
+    typing_per_minute: int
+    typing_burst: int
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,14 @@ def _get(data: Any, dotted: str, kind: type | tuple[type, ...]) -> Any:
     return node
 
 
+def _secrets(value: str | list[Any]) -> tuple[str, ...]:
+    """``portal.secret``: one secret, or a list while rotating (the first signs)."""
+    listed = [value] if isinstance(value, str) else list(value)
+    if not listed or not all(isinstance(v, str) for v in listed):
+        raise ConfigError("portal.secret must be a secret or a list of secrets (newest first).")
+    return tuple(listed)
+
+
 def parse(data: Any, path: Path | None = None) -> Config:
     """Build a :class:`Config` from parsed YAML, with a clear error for any bad key."""
     s = lambda key: str(_get(data, key, str))  # noqa: E731
@@ -127,7 +139,11 @@ def parse(data: Any, path: Path | None = None) -> Config:
             topics={str(k): str(v) for k, v in topics.items()},
             trusted_proxies=tuple(str(p) for p in _get(data, "portal.trusted_proxies", list)),
             starts_per_minute=_get(data, "portal.starts_per_minute", int),
-            secret=s("portal.secret"),
+            secret=_secrets(_get(data, "portal.secret", (str, list))),
+            messages_per_minute=_get(data, "portal.messages_per_minute", int),
+            message_burst=_get(data, "portal.message_burst", int),
+            typing_per_minute=_get(data, "portal.typing_per_minute", int),
+            typing_burst=_get(data, "portal.typing_burst", int),
         ),
         routing=RoutingConfig(
             capacity=_get(data, "routing.capacity", int),
@@ -141,10 +157,13 @@ def parse(data: Any, path: Path | None = None) -> Config:
     for key, value in (
         ("appservice.as_token", config.appservice.as_token),
         ("appservice.hs_token", config.appservice.hs_token),
-        ("portal.secret", config.portal.secret),
+        *(("portal.secret", secret) for secret in config.portal.secret),
     ):
         if value == GENERATE or len(value) < 16:
             raise ConfigError(f"{key} is not set: run `switchboard generate` to create it.")
+    for key in ("messages_per_minute", "message_burst", "typing_per_minute", "typing_burst"):
+        if getattr(config.portal, key) < 1:
+            raise ConfigError(f"portal.{key} must be at least 1.")
     if config.routing.capacity < 1 or config.routing.invite_timeout <= 0:
         raise ConfigError("routing.capacity must be ≥ 1 and routing.invite_timeout > 0.")
     if config.routing.abandon_after < 10:

@@ -72,7 +72,7 @@ async def seed_idle(switchboard: Switchboard, count: int, state: str) -> dict[st
     began = time.perf_counter()
     # sessions issued the portal's way, with its secret, so its cookie check accepts them
     portal = switchboard.config.portal
-    sessions = Sessions(portal.secret.encode(), portal.public_url.startswith("https:"))
+    sessions = Sessions.of(portal.secret, portal.public_url.startswith("https:"))
     tokens = [sessions.issue(web.Response()) for _ in range(count)]
     domain = switchboard.config.homeserver.domain
     now = time.time()

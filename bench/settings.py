@@ -18,11 +18,14 @@ def configure(
     capacity: int = 3,
     invite_timeout: float = 600.0,
     starts_per_minute: int = 1_000_000,
+    per_session_limit: int = 1_000_000,
 ) -> Config:
     """One Switchboard's config: its own SQLite file and portal port on top of ``base``.
 
     The portal's start limit is raised because every benchmark visitor comes from 127.0.0.1,
-    and the invite timeout is long so no offer expires (and is re-routed) during a run.
+    its per-session message and typing limits because one benchmark visitor sends hundreds of
+    messages back to back, and the invite timeout is long so no offer expires (and is
+    re-routed) during a run.
     """
     return dataclasses.replace(
         base,
@@ -32,6 +35,10 @@ def configure(
             port=portal_port,
             public_url=f"http://127.0.0.1:{portal_port}",
             starts_per_minute=starts_per_minute,
+            messages_per_minute=per_session_limit,
+            message_burst=per_session_limit,
+            typing_per_minute=per_session_limit,
+            typing_burst=per_session_limit,
         ),
         routing=RoutingConfig(
             capacity=capacity,

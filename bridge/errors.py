@@ -42,8 +42,14 @@ class Unavailable(SwitchboardError):
 
 
 class RateLimited(SwitchboardError):
+    """Refused for now; ``retry_after``: the seconds until the same request would pass."""
+
     code = "rate_limited"
     status = 429
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class IllegalTransition(Exception):

@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import WSMsgType, hdrs, web
 from aiohttp.typedefs import Handler, LooseHeaders
 
-from bridge.errors import InvalidInput, NoOpenConversation, NotAllowed, SwitchboardError
+from bridge.errors import (
+    InvalidInput,
+    NoOpenConversation,
+    NotAllowed,
+    RateLimited,
+    SwitchboardError,
+)
 from bridge.model import ConversationId
 from bridge.services.visitors import VisitorService
 
 from . import inputs
+from .assets import Assets
 from .hub import Subscriber, VisitorHub
 from .openapi import openapi_document
-from .security import ClientAddress, Origins, RateLimiter, Sessions, origin_of
+from .security import ClientAddress, Origins, RateLimiter, Sessions, TypingGate, origin_of
 from .serialize import message_json, view_json
 
 log = logging.getLogger(__name__)
@@ -41,10 +50,16 @@ class PortalSettings:
     topics: Mapping[str, str]
     trusted_proxies: tuple[str, ...]
     starts_per_minute: int
-    secret: str
+    # one secret, or several while rotating: the first signs, every one verifies
+    secret: str | tuple[str, ...]
     # a page that stops answering pings (gone, or stalled mid-frame) is closed within about
     # 1.5× this; its socket is freed and it reconnects with `since` when it comes back
     heartbeat: float = 30.0
+    # per session, so one visitor cannot flood an advisor's room (see example-config.yaml)
+    messages_per_minute: int = 30
+    message_burst: int = 10
+    typing_per_minute: int = 30
+    typing_burst: int = 10
 
 
 SERVER_SENT_AWAY = (1001, 1012)
@@ -55,6 +70,9 @@ SESSIONS = web.AppKey("sessions", Sessions)
 ORIGINS = web.AppKey("origins", Origins)
 CLIENT = web.AppKey("client_address", ClientAddress)
 START_LIMIT = web.AppKey("start_limit", RateLimiter)
+MESSAGE_LIMIT = web.AppKey("message_limit", RateLimiter)
+TYPING_GATE = web.AppKey("typing_gate", TypingGate)
+ASSETS = web.AppKey("assets", Assets)
 
 
 def error_response(
@@ -83,11 +101,19 @@ def _kept_headers(e: web.HTTPException) -> list[tuple[str, str]]:
     return [(k, v) for k, v in e.headers.items() if k.lower() not in _BODY_HEADERS]
 
 
+def _seconds(wait: float) -> str:
+    return str(max(1, math.ceil(wait - 1e-6)))
+
+
 async def _answered(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The handler's response, or the error as a visitor sees it: a short message and a
     reference; tracebacks stay in the log."""
     try:
         return await handler(request)
+    except RateLimited as e:
+        # whole seconds, rounded up (a hair over is rounding noise, not a second more)
+        wait = {} if e.retry_after is None else {"Retry-After": _seconds(e.retry_after)}
+        return error_response(e.status, e.code, e.message, field=e.field, headers=wait)
     except SwitchboardError as e:
         return error_response(e.status, e.code, e.message, field=e.field)
     except web.HTTPException as e:
@@ -185,7 +211,7 @@ async def portal_page(request: web.Request) -> web.Response:
     context = {
         "org_name": settings.org_name,
         "topics": [{"id": k, "label": v} for k, v in settings.topics.items()],
-        "static_url": "/static",
+        "asset": request.app[ASSETS].url,
     }
     response = aiohttp_jinja2.render_template("portal.html", request, context)
     if token is None:
@@ -235,7 +261,7 @@ async def start_conversation(request: web.Request) -> web.Response:
     limiter = request.app[START_LIMIT]
     # only a conversation really being created costs a token: a retried start is free
     conversation, created = await conversations.start(
-        session_hash, form, admit=lambda: limiter.allow(address)
+        session_hash, form, admit=lambda: limiter.wait(address)
     )
     history = await conversations.history(conversation.id)
     return web.json_response(
@@ -254,8 +280,10 @@ async def post_message(request: web.Request) -> web.Response:
         raise InvalidInput("Expected a JSON object with client_id and body.")
     client_id = inputs.client_id(body)
     inputs.within(body, inputs.MESSAGE_LIMITS)
+    limiter = request.app[MESSAGE_LIMIT]
+    # only a message really being stored costs a token: a retry of a stored one is answered
     message = await request.app[CONVERSATIONS].visitor_message(
-        session_hash, client_id, body.get("body")
+        session_hash, client_id, body.get("body"), admit=lambda: limiter.wait(session_hash)
     )
     return web.json_response({"message": message_json(message)}, status=201)
 
@@ -266,8 +294,9 @@ async def post_typing(request: web.Request) -> web.Response:
     typing = body.get("typing") if isinstance(body, dict) else None
     if not isinstance(typing, bool):
         raise InvalidInput('Expected {"typing": true|false}.')
-    await request.app[CONVERSATIONS].visitor_typing(session_hash, typing)
-    return web.Response(status=204)
+    if request.app[TYPING_GATE].passes(session_hash, typing):
+        await request.app[CONVERSATIONS].visitor_typing(session_hash, typing)
+    return web.Response(status=204)  # a notification over the limit is dropped silently
 
 
 async def post_read(request: web.Request) -> web.Response:
@@ -375,17 +404,29 @@ async def health(request: web.Request) -> web.Response:
 
 
 def create_app(
-    conversations: VisitorService, hub: VisitorHub, settings: PortalSettings
+    conversations: VisitorService,
+    hub: VisitorHub,
+    settings: PortalSettings,
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> web.Application:
+    """The portal; ``monotonic`` times its rate limits (a test passes a fake clock's)."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware])
     app.on_response_prepare.append(security_headers)
     app[CONVERSATIONS] = conversations
     app[HUB] = hub
     app[SETTINGS] = settings
-    app[SESSIONS] = Sessions(settings.secret.encode(), settings.public_url.startswith("https:"))
+    app[SESSIONS] = Sessions.of(settings.secret, settings.public_url.startswith("https:"))
     app[ORIGINS] = Origins.of(settings.public_url, settings.allowed_origins)
     app[CLIENT] = ClientAddress.of(settings.trusted_proxies)
-    app[START_LIMIT] = RateLimiter(settings.starts_per_minute)
+    app[START_LIMIT] = RateLimiter(settings.starts_per_minute, clock=monotonic)
+    app[MESSAGE_LIMIT] = RateLimiter(
+        settings.messages_per_minute, settings.message_burst, clock=monotonic
+    )
+    app[TYPING_GATE] = TypingGate(
+        RateLimiter(settings.typing_per_minute, settings.typing_burst, clock=monotonic)
+    )
+    app[ASSETS] = Assets.scan(HERE / "static")
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -404,7 +445,7 @@ def create_app(
             web.post("/api/conversation/read", post_read),
             web.post("/api/conversation/end", end_conversation),
             web.get("/api/ws", websocket),
-            web.static("/static", HERE / "static"),
+            app[ASSETS].route(),
         ]
     )
     return app

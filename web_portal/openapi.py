@@ -32,6 +32,20 @@ def _error() -> dict[str, Any]:
     return _json("Error", "A clear error")
 
 
+def _too_many() -> dict[str, Any]:
+    """A 429: refused, nothing done; Retry-After says when the same request would pass."""
+    return {
+        **_json("Error", "Over a rate limit; nothing was stored or sent"),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before sending it again",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    }
+
+
 def _body(schema: str | dict[str, Any]) -> dict[str, Any]:
     """A required JSON request body."""
     return {"required": True, "content": _content(schema)}
@@ -52,7 +66,8 @@ def _post(
     operation: dict[str, Any] = {"summary": summary, "security": [{"session": [], "csrf": []}]}
     if body is not None:
         operation["requestBody"] = _body(body)
-    errors = {code: _error() for code in ("400", "403", "409", "413", "429", "503")}
+    errors = {code: _error() for code in ("400", "403", "409", "413", "503")}
+    errors["429"] = _too_many()
     operation["responses"] = {**responses, **errors}
     return operation
 
@@ -71,7 +86,12 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                 "{type: typing, typing, name}, {type: read, up_to}; the client may send "
                 "{type: ping}. The websocket only accepts the portal's own Origin. Texts "
                 "are kept as sent except that control and format characters are removed and "
-                "surrounding whitespace is trimmed; what is left must not be empty."
+                "surrounding whitespace is trimmed; what is left must not be empty. "
+                "Limits: new chats per client address, and messages per session (a burst, "
+                "then a steady rate); a message over its limit is refused with 429 and "
+                "Retry-After and is not stored, while sending a stored message's client_id "
+                "again is always answered. Typing notifications over their rate are dropped "
+                "(still answered 204), but a stop always follows a start that went through."
             ),
         },
         "servers": [{"url": settings.public_url}],
@@ -228,7 +248,7 @@ def openapi_document(settings: Any) -> dict[str, Any]:
             },
             "/api/conversation/typing": {
                 "post": _post(
-                    "Tell the advisor whether the visitor is typing",
+                    "Tell the advisor whether the visitor is typing (over the rate: dropped)",
                     {"204": {"description": "Sent"}},
                     body=_object({"typing": {"type": "boolean"}}, required=["typing"]),
                 )

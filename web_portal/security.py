@@ -9,7 +9,7 @@ import ipaddress
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -17,6 +17,7 @@ from aiohttp import web
 SESSION_COOKIE = "sb_session"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_MAX_AGE = 30 * 24 * 3600
+EPSILON = 1e-9
 
 
 def origin_of(url: str) -> str:
@@ -30,21 +31,41 @@ class Sessions:
 
     Tokens are signed with the portal's secret, so a cookie the server never issued (planted
     by a sibling site, say) is not adopted: the visitor gets a fresh session instead.
+
+    The secret can be rotated: ``keys`` are the configured secrets, the first signs and every
+    one verifies. A session's hash covers its signature, so a session signed with an old
+    secret keeps that signature (and its conversation) for as long as the old secret is listed.
     """
 
-    secret: bytes
+    keys: tuple[bytes, ...]
     secure_cookie: bool
 
-    def _signature(self, nonce: str) -> str:
-        mac = hmac.new(self.secret, b"session:" + nonce.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac[:18]).decode()
+    @classmethod
+    def of(cls, secret: str | Sequence[str], secure_cookie: bool) -> "Sessions":
+        """From the config's ``portal.secret``: one secret, or a list whose first one signs."""
+        listed = (secret,) if isinstance(secret, str) else tuple(secret)
+        if not listed:
+            raise ValueError("at least one portal secret is needed")
+        return cls(tuple(s.encode() for s in listed), secure_cookie)
+
+    def _signature(self, nonce: str, key: bytes | None = None) -> str:
+        mac = hmac.new(
+            self.keys[0] if key is None else key, b"session:" + nonce.encode(), hashlib.sha256
+        )
+        return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
 
     def valid_token(self, token: str | None) -> bool:
         if not token or len(token) > 80 or not token.isascii():
             return False
         nonce, _, signature = token.partition(".")
-        return len(nonce) == 43 and secrets.compare_digest(
-            signature.encode(), self._signature(nonce).encode()
+        if len(nonce) != 43:
+            return False
+        # every key is tried, so the time taken does not tell which one signed
+        return any(
+            [
+                secrets.compare_digest(signature.encode(), self._signature(nonce, k).encode())
+                for k in self.keys
+            ]
         )
 
     def token(self, request: web.Request) -> str | None:
@@ -54,12 +75,18 @@ class Sessions:
     def session_hash(self, token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
 
-    def csrf_token(self, token: str) -> str:
-        return hmac.new(self.secret, b"csrf:" + token.encode(), hashlib.sha256).hexdigest()
+    def csrf_token(self, token: str, key: bytes | None = None) -> str:
+        """The CSRF token of a session, signed with the first secret (or ``key``)."""
+        mac = hmac.new(
+            self.keys[0] if key is None else key, b"csrf:" + token.encode(), hashlib.sha256
+        )
+        return mac.hexdigest()
 
     def csrf_ok(self, request: web.Request, token: str) -> bool:
-        given = request.headers.get(CSRF_HEADER, "")
-        return secrets.compare_digest(given.encode(), self.csrf_token(token).encode())
+        given = request.headers.get(CSRF_HEADER, "").encode()
+        return any(
+            [secrets.compare_digest(given, self.csrf_token(token, k).encode()) for k in self.keys]
+        )
 
     def issue(self, response: web.StreamResponse) -> str:
         nonce = secrets.token_urlsafe(32)
@@ -130,25 +157,71 @@ class ClientAddress:
 
 @dataclass
 class RateLimiter:
-    """A token bucket per key: ``per_minute`` refills, bursts up to the same number."""
+    """A token bucket per key: ``per_minute`` tokens a minute refill it, and it holds at most
+    ``burst`` (by default as many as a minute refills). ``clock`` gives monotonic seconds."""
 
-    per_minute: int
+    per_minute: float
+    burst: int | None = None
     max_keys: int = 100_000
+    clock: Callable[[], float] = time.monotonic
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
+    @property
+    def capacity(self) -> float:
+        return float(self.per_minute if self.burst is None else self.burst)
+
     def _tokens(self, key: str, now: float) -> float:
-        capacity = float(self.per_minute)
-        tokens, last = self._buckets.get(key, (capacity, now))
-        return min(capacity, tokens + (now - last) * self.per_minute / 60.0)
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - last) * self.per_minute / 60.0)
+
+    def wait(self, key: str, now: float | None = None) -> float:
+        """Take a token and return 0.0; or, if there is none, take nothing and return the
+        seconds until there will be one (what a 429's Retry-After says)."""
+        now = self.clock() if now is None else now
+        tokens = self._tokens(key, now)
+        if tokens >= 1.0 - EPSILON:  # the float sum of a refill may fall a hair short
+            self._buckets[key] = (max(0.0, tokens - 1.0), now)
+            self._forget_idle(now)
+            return 0.0
+        # a refusal changes nothing: the refill keeps counting from the last token taken
+        return (1.0 - tokens) * 60.0 / self.per_minute
 
     def allow(self, key: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        tokens = self._tokens(key, now)
-        allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        """Take a token if there is one."""
+        return self.wait(key, now) == 0.0
+
+    def _forget_idle(self, now: float) -> None:
         if len(self._buckets) > self.max_keys:
             # forget only buckets that have refilled completely: they remember nothing
-            full = float(self.per_minute)
-            for idle in [k for k in self._buckets if self._tokens(k, now) >= full]:
+            for idle in [k for k in self._buckets if self._tokens(k, now) >= self.capacity]:
                 del self._buckets[idle]
-        return allowed
+
+
+@dataclass
+class TypingGate:
+    """Which of a session's typing notifications go on to Matrix, so a flood never does.
+
+    A start is passed on while ``limiter`` has a token for the session, and dropped beyond.
+    A stop is passed on once after each start passed on, and dropped otherwise: the advisor
+    never keeps seeing "typing" because a stop was dropped, and a flood of starts and stops
+    reaches Matrix at most twice the rate of starts. Dropped notifications cost nothing."""
+
+    limiter: RateLimiter
+    max_keys: int = 100_000
+    # sessions whose last notification passed on was a start; oldest first
+    _typing: dict[str, None] = field(default_factory=dict)
+
+    def passes(self, key: str, typing: bool) -> bool:
+        if not typing:
+            if key not in self._typing:
+                return False
+            del self._typing[key]
+            return True
+        if not self.limiter.allow(key):
+            return False
+        self._typing.pop(key, None)
+        self._typing[key] = None
+        if len(self._typing) > self.max_keys:
+            # a page that closed while typing sends no stop; Matrix ends its typing by itself
+            del self._typing[next(iter(self._typing))]
+        return True

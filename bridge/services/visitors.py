@@ -44,6 +44,15 @@ def new_visitor_id() -> VisitorId:
     return VisitorId(secrets.token_hex(8))
 
 
+#: Asked before a visitor's request adds something (a rate limit): the seconds the visitor
+#: must wait first, or 0.0 to go ahead (which uses up the allowance).
+Admission = Callable[[], float]
+
+
+def admit_all() -> float:
+    return 0.0
+
+
 def new_txn_id() -> str:
     return f"sb-{uuid.uuid4().hex}"
 
@@ -82,7 +91,7 @@ class VisitorService:
         return await self._store.visitor_by_session(session_hash)
 
     async def start(
-        self, session_hash: str, form: Any, admit: Callable[[], bool] = lambda: True
+        self, session_hash: str, form: Any, admit: Admission = admit_all
     ) -> tuple[Conversation, bool]:
         """Open the visitor's conversation from the pre-chat form.
 
@@ -99,8 +108,12 @@ class VisitorService:
                 current = await self._store.latest_conversation(visitor.id)
                 if current is not None and current.status.is_open:
                     return current, False
-            if not admit():
-                raise RateLimited("Too many new chats from your network. Please wait a minute.")
+            wait = admit()
+            if wait > 0:
+                raise RateLimited(
+                    "Too many new chats from your network. Please wait a minute.",
+                    retry_after=wait,
+                )
             now = self._clock.now()
             # the name and email given this time are the ones the advisor should see
             given = Visitor(
@@ -164,8 +177,13 @@ class VisitorService:
             raise NoOpenConversation("You have no open chat. Start a new one.")
         return conversation
 
-    async def visitor_message(self, session_hash: str, client_id: Any, body: Any) -> Message:
-        """Store the visitor's message (once per ``client_id``); the outbox relays it."""
+    async def visitor_message(
+        self, session_hash: str, client_id: Any, body: Any, admit: Admission = admit_all
+    ) -> Message:
+        """Store the visitor's message (once per ``client_id``); the outbox relays it.
+
+        ``admit`` is asked only for a new message, so a retry of a stored one is always
+        answered; refusing raises :class:`RateLimited` and nothing is stored or sent."""
         if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
             raise InvalidInput("client_id must be 1 to 64 characters.", field="client_id")
         if client_id == FORM_CLIENT_ID:
@@ -192,6 +210,13 @@ class VisitorService:
                 latest = await self._store.get_conversation(conversation.id)
                 if latest is None or not latest.status.is_open:
                     raise NoOpenConversation("This chat has ended. Start a new one.")
+                wait = admit()
+                if wait > 0:  # the transaction rolls the message back
+                    raise RateLimited(
+                        "You are sending messages too quickly. Please wait a moment, then "
+                        "send again.",
+                        retry_after=wait,
+                    )
                 batch.raise_([VisitorSaid(conversation.id, message.id)])
         if created:
             await self._presenter.message(message)  # the visitor's other tabs

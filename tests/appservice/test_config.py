@@ -31,7 +31,11 @@ CHANGED = {
     "portal.topics": {"orders": "Orders", "returns": "Returns"},
     "portal.trusted_proxies": ["10.0.0.0/8"],
     "portal.starts_per_minute": 9,
-    "portal.secret": "s" * 40,
+    "portal.secret": ["n" * 40, "o" * 40],  # rotating: the new one first
+    "portal.messages_per_minute": 12,
+    "portal.message_burst": 4,
+    "portal.typing_per_minute": 11,
+    "portal.typing_burst": 3,
     "routing.capacity": 7,
     "routing.invite_timeout": 45.0,
     "routing.abandon_after": 600.0,
@@ -106,9 +110,13 @@ def test_every_key_the_admin_sets_survives_generate_and_load(tmp_path: Path):
                 "org_name",
                 "topics",
                 "starts_per_minute",
-                "secret",
+                "messages_per_minute",
+                "message_burst",
+                "typing_per_minute",
+                "typing_burst",
             )
         },
+        "portal.secret": list(config.portal.secret),
         "portal.allowed_origins": list(config.portal.allowed_origins),
         "portal.trusted_proxies": list(config.portal.trusted_proxies),
         "routing.capacity": config.routing.capacity,
@@ -151,6 +159,15 @@ def test_generate_fills_secrets_and_writes_a_registration_with_ephemeral_events(
         ),
         (lambda d: d["portal"].__setitem__("topics", {}), "portal.topics"),
         (lambda d: d["routing"].__setitem__("capacity", 0), "routing.capacity"),
+        (lambda d: d["portal"].__setitem__("secret", []), "portal.secret must be"),
+        (
+            lambda d: d["portal"].__setitem__("secret", ["n" * 40, "generate"]),
+            "portal.secret is not set",
+        ),
+        (
+            lambda d: d["portal"].__setitem__("message_burst", 0),
+            "portal.message_burst must be at least 1",
+        ),
     ],
 )
 def test_a_bad_config_says_which_key_and_what_to_do(tmp_path: Path, mutate, message):

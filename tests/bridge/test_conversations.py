@@ -199,19 +199,46 @@ async def test_the_start_limit_is_asked_only_when_a_conversation_would_be_create
 
     asked: list[str] = []
 
-    def admit(answer: bool) -> Callable[[], bool]:
-        def ask() -> bool:
+    def admit(wait: float) -> Callable[[], float]:
+        def ask() -> float:
             asked.append("asked")
-            return answer
+            return wait
 
         return ask
 
-    await desk.conversations.start("s1", FORM, admit=admit(True))
-    await desk.conversations.start("s1", FORM, admit=admit(False))  # a retry: not asked
+    await desk.conversations.start("s1", FORM, admit=admit(0.0))
+    await desk.conversations.start("s1", FORM, admit=admit(30.0))  # a retry: not asked
     assert asked == ["asked"]
-    with pytest.raises(RateLimited):
-        await desk.conversations.start("s2", FORM, admit=admit(False))
+    with pytest.raises(RateLimited) as refused:
+        await desk.conversations.start("s2", FORM, admit=admit(30.0))
+    assert refused.value.retry_after == 30.0
     assert len(desk.store.conversations) == 1 and desk.gateway.rooms == 1
+
+
+async def test_a_message_over_the_limit_is_not_stored_and_a_retry_of_a_stored_one_is_free(
+    desk,
+):
+    from bridge.errors import RateLimited
+
+    asked: list[float] = []
+
+    def admit(wait: float) -> Callable[[], float]:
+        def ask() -> float:
+            asked.append(wait)
+            return wait
+
+        return ask
+
+    conversation, _ = await desk.conversations.start("s1", FORM)
+    stored = await desk.conversations.visitor_message("s1", "m1", "first", admit=admit(0.0))
+    with pytest.raises(RateLimited) as refused:
+        await desk.conversations.visitor_message("s1", "m2", "second", admit=admit(4.5))
+    assert refused.value.retry_after == 4.5
+    # the page lost the answer to m1 and sends it again while the limit holds: it is answered
+    again = await desk.conversations.visitor_message("s1", "m1", "first", admit=admit(4.5))
+    assert again.id == stored.id and asked == [0.0, 4.5]
+    bodies = [m.body for m in await desk.store.messages(conversation.id)]
+    assert bodies == [FORM["message"], "first"]
 
 
 async def test_a_send_that_landed_but_lost_its_answer_is_not_sent_again(desk):

@@ -87,6 +87,7 @@ class DeskFactory:
         admins: tuple[str, ...] = (),
         clock: Clock | None = None,
         homeserver_address: str | None = None,
+        portal: dict[str, Any] | None = None,
     ) -> Switchboard:
         db = _database(self.backend, self.tmp_path)
         url = await db.__aenter__()
@@ -95,8 +96,8 @@ class DeskFactory:
         config = dataclasses.replace(
             base,
             database_url=url,
-            portal=dataclasses.replace(
-                base.portal, port=port, public_url=f"http://127.0.0.1:{port}"
+            portal=dataclasses.replace(  # ``portal``: e.g. a limit a test goes past
+                base.portal, port=port, public_url=f"http://127.0.0.1:{port}", **(portal or {})
             ),
             routing=RoutingConfig(
                 capacity=capacity,

@@ -7,6 +7,7 @@ a real :class:`web_portal.hub.VisitorHub`, so what the core publishes reaches re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -23,6 +24,7 @@ from appservice.db import SqlStore, close_database, open_database
 from bridge.desk import Desk, DeskSettings, build_desk
 from bridge.model import AdvisorMxid, ConversationId, EventId, RoutingSettings
 from tests.fakes import FakeClock, FakeMatrixGateway, MemoryStore, Settled
+from tests.pg import fresh_schema_url
 from web_portal.app import PortalSettings, create_app
 from web_portal.hub import VisitorHub
 from web_portal.openapi import openapi_document
@@ -254,6 +256,7 @@ class Portal:
     server: TestServer
     _client: Callable[..., Awaitable[TestClient]]
     visitors: list[Visitor] = field(default_factory=list)
+    database: str | None = None  # the URL of its SqlStore, if it has one
 
     def __post_init__(self) -> None:
         outbox = self.desk.outbox
@@ -306,27 +309,41 @@ async def make_portal(
     """``await make_portal(starts_per_minute=3, ...)``: settings overrides, one server.
 
     ``latency=True`` makes every store call take a moment; ``sqlite=True`` puts the portal on
-    the production SqlStore (a temporary SQLite file) instead of MemoryStore.
+    the production SqlStore (a temporary SQLite file) instead of MemoryStore, ``postgres=True``
+    on a fresh PostgreSQL schema, or ``database=`` on a URL given (shared by two portals).
     """
     portals: list[Portal] = []
     databases: list[Any] = []
+    schemas = contextlib.AsyncExitStack()
 
-    async def make(*, latency: bool = False, sqlite: bool = False, **overrides: Any) -> Portal:
+    async def make(
+        *,
+        latency: bool = False,
+        sqlite: bool = False,
+        postgres: bool = False,
+        database: str | None = None,
+        port: int | None = None,
+        **overrides: Any,
+    ) -> Portal:
         settings = make_settings(**overrides)
         memory: Any = MemoryStore()
         if sqlite:
-            databases.append(
-                await open_database(f"sqlite:///{tmp_path / f'portal{len(databases)}.db'}")
-            )
+            database = f"sqlite:///{tmp_path / f'portal{len(databases)}.db'}"
+        elif postgres:
+            database = await schemas.enter_async_context(fresh_schema_url())
+        if database is not None:
+            databases.append(await open_database(database))
             memory = SqlStore(databases[-1])
         gateway, hub, clock = FakeMatrixGateway(), VisitorHub(), FakeClock()
         store: Any = LatentStore(memory) if latency else memory
         desk = build_desk(
             store, gateway, hub, clock, DeskSettings(TOPICS, RoutingSettings(3, 60.0))
         )
-        app = create_app(desk.visitors, hub, settings)
-        server = await aiohttp_server(app)
-        portal = Portal(memory, gateway, hub, clock, desk, settings, server, aiohttp_client)
+        app = create_app(desk.visitors, hub, settings, monotonic=clock.monotonic)
+        server = await aiohttp_server(app, port=port)
+        portal = Portal(
+            memory, gateway, hub, clock, desk, settings, server, aiohttp_client, database=database
+        )
         portals.append(portal)
         return portal
 
@@ -338,6 +355,7 @@ async def make_portal(
                 await ws.close()
     for database in databases:
         await close_database(database)
+    await schemas.aclose()
 
 
 @pytest.fixture

@@ -146,8 +146,11 @@ class LivePortal:
         await desk.advisors.add("@ana:test", display_name="Ana")
         await desk.advisors.set_available("@ana:test", True)
         self.dispatcher = asyncio.ensure_future(desk.outbox.run_forever())
-        # the rate limit is tested elsewhere; here it would only turn starts into 429s
-        app = create_app(desk.visitors, hub, make_settings(starts_per_minute=100_000))
+        # the rate limits are tested elsewhere; here they would only turn calls into 429s
+        unlimited = make_settings(
+            starts_per_minute=100_000, messages_per_minute=100_000, message_burst=100_000
+        )
+        app = create_app(desk.visitors, hub, unlimited)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

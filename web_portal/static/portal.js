@@ -63,6 +63,7 @@
     queued: 'Not sent yet. It will be sent when the connection is back.',
     notSent: 'Not sent.',
     notSentEnded: 'Not sent: this chat has ended.',
+    errTooFast: 'You are sending messages too quickly. Wait a moment, then send again.',
     retry: 'Retry',
     typing: '{name} is typing…',
     typingUnknown: 'Your advisor is typing…',
@@ -831,6 +832,7 @@
         } catch (err) {
           if (state.outbox.indexOf(item) === -1) continue; // confirmed over the websocket meanwhile
           if (err.status === 401) { sessionGone(); break; }
+          if (err.status === 429) { giveBack(item); break; }
           if (isRetryable(err)) {
             state.outbox.forEach(function (i) { if (i.status === 'sending') setItemStatus(i, 'queued'); });
             if (!state.ws) showBanner();
@@ -859,6 +861,25 @@
       state.pumping = false;
       saveOutbox();
     }
+  }
+
+  /* Over the visitor's message limit (429): the server stored nothing. This message and those
+   * queued after it go back into the composer, with a notice, for the visitor to send again. */
+  function giveBack(item) {
+    const back = state.outbox.slice(state.outbox.indexOf(item)).filter(function (i) {
+      return i === item || i.status === 'sending' || i.status === 'queued';
+    });
+    back.forEach(function (i) {
+      state.outbox.splice(state.outbox.indexOf(i), 1);
+      if (i.node) i.node.remove();
+    });
+    const texts = back.map(function (i) { return i.body; });
+    if (el.composer.value.trim()) texts.push(el.composer.value);
+    el.composer.value = texts.join('\n');
+    autosize();
+    updateCount(el.composer, el.composerCount);
+    setComposerError(t('errTooFast'));
+    saveOutbox();
   }
 
   function sendFromComposer() {
