@@ -18,6 +18,7 @@ from mautrix.errors import (
     MatrixConnectionError,
     MatrixRequestError,
     MForbidden,
+    MNotFound,
     MRoomInUse,
 )
 from mautrix.types import (
@@ -118,6 +119,15 @@ class MautrixGateway:
             log.info("found the room %s made before under %s", room_id, alias)
         await self.bot.state_store.joined(room_id, bot)
         return RoomId(room_id)
+
+    @_classified
+    async def find_room(self, key: str) -> RoomId | None:
+        alias = RoomAlias(f"#{self._room_alias(key)}:{self.bot.domain}")
+        try:
+            found = await self.bot.resolve_room_alias(alias)
+        except MNotFound:
+            return None
+        return RoomId(found.room_id)
 
     @_classified
     async def forget_room_key(self, key: str) -> None:

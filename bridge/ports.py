@@ -197,6 +197,9 @@ class MatrixGateway(Protocol):
         Idempotent per ``key``: a room made under the same key before (its answer lost, or the
         process died before storing it) is returned, with the puppet invited, not made again."""
 
+    async def find_room(self, key: str) -> RoomId | None:
+        """The room made under ``key`` before, if there is one."""
+
     async def forget_room_key(self, key: str) -> None:
         """Let ``key`` go once its room is closed (done already when it is not held)."""
 

@@ -417,6 +417,10 @@ class FakeMatrixGateway:
         self.sent.append(("room", room, puppet, name))
         return room
 
+    async def find_room(self, key: str) -> RoomId | None:
+        self._maybe_fail()
+        return self.room_keys.get(key)
+
     async def forget_room_key(self, key: str) -> None:
         self.room_keys.pop(key, None)
 

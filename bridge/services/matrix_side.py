@@ -54,10 +54,12 @@ class MatrixSide:
         conversation = await self._store.get_conversation(event.conversation_id)
         if conversation is None or conversation.room_id is not None:
             return  # made already (this row ran before a crash)
-        if not conversation.status.is_open:
-            return  # ended before it had a room: the transcript is all there is
         visitor = await self._store.get_visitor(conversation.visitor_id)
         assert visitor is not None
+        if not conversation.status.is_open:
+            if attempt.retried:
+                await self._attach_room_made_before(conversation, visitor)
+            return  # ended before it had a room: the transcript is all there is
         puppet = await self._gateway.create_puppet(visitor)
         room_id = await self._gateway.create_room(
             puppet,
@@ -67,6 +69,15 @@ class MatrixSide:
         )
         if await self._queue.change(conversation.id, lambda c: c.room_made(puppet, room_id)):
             log.info("room %s made for conversation %s", room_id, conversation.id)
+
+    async def _attach_room_made_before(self, conversation: Conversation, visitor: Visitor) -> None:
+        """An earlier try may have made the room (then died, or lost the answer) before the
+        chat ended: it is attached, so that the close (the next row of this conversation)
+        tells the room and the puppet leaves it."""
+        room_id = await self._gateway.find_room(room_key(conversation))
+        if room_id is not None:
+            puppet = await self._gateway.create_puppet(visitor)
+            await self._queue.change(conversation.id, lambda c: c.room_made(puppet, room_id))
 
     async def enter(self, event: VisitorEntered, attempt: Attempt) -> None:
         """The puppet joins the room and the form's answers are posted (a fixed txn id: a

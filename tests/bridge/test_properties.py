@@ -1953,6 +1953,20 @@ async def test_a_room_whose_answer_was_lost_is_not_made_again():
     assert len(desk.gateway.of("room")) == 1
 
 
+async def test_a_room_whose_answer_was_lost_before_the_chat_ended_is_closed():
+    # the retry of open_room found the conversation ended and did nothing: the room made by
+    # the first try was left behind, the puppet invited and nobody told
+    desk = make_desk(LosesTheFirstRoom())
+    conversation, _ = await desk.conversations.start("s1", FORM)
+    await desk.settle()  # the room is made, but its answer is lost
+    await desk.core.visitors.visitor_end("s1")
+    await later(desk, max(TRANSIENT_BACKOFF))
+    (room,) = [s[1] for s in desk.gateway.of("room")]
+    assert (await desk.conv(conversation.id)).room_id == room
+    assert [s[2] for s in desk.gateway.of("notice") if s[1] == room][-1].endswith(CLOSING)
+    assert desk.gateway.of("leave") and not desk.gateway.room_keys
+
+
 async def test_a_restart_after_the_clock_went_back_runs_what_is_due():
     # a new Dispatcher first sees the clock with no offset to compare: it never rebases, so
     # every row written before the step (even one due at once) waits as long as the step
