@@ -7,7 +7,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import aiohttp_jinja2
 import jinja2
@@ -55,6 +55,8 @@ SESSIONS = web.AppKey("sessions", Sessions)
 ORIGINS = web.AppKey("origins", Origins)
 CLIENT = web.AppKey("client_address", ClientAddress)
 START_LIMIT = web.AppKey("start_limit", RateLimiter)
+#: Why the desk cannot serve yet (database, homeserver…), or None once it can
+NOT_READY = web.AppKey[Callable[[], "str | None"]]("not_ready")
 
 
 def error_response(
@@ -117,6 +119,25 @@ def errors_middleware(request: web.Request, handler: Handler) -> Awaitable[web.S
     if request.match_info.handler is websocket:
         return handler(request)
     return _answered(request, handler)
+
+
+async def _starting() -> web.Response:
+    return error_response(
+        503,
+        "starting",
+        "The help desk is starting. Please try again in a moment.",
+        headers={"Retry-After": "1"},
+    )
+
+
+@web.middleware
+def starting_gate(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    """Until the desk is ready (its database open, its bot registered) the API answers 503,
+    which the page retries; the page, its files and the health checks are served meanwhile.
+    A plain function for the websocket's sake, as :func:`errors_middleware`."""
+    if not request.path.startswith("/api/") or request.app[NOT_READY]() is None:
+        return handler(request)
+    return _starting()
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -371,13 +392,27 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """The process lives and answers (also at /healthz)."""
     return web.json_response({"status": "ok"})
 
 
+async def ready(request: web.Request) -> web.Response:
+    """200 once the desk serves; until then 503 and what it waits for."""
+    waiting = request.app[NOT_READY]()
+    if waiting is None:
+        return web.json_response({"status": "ready"})
+    return web.json_response(
+        {"status": "starting", "reason": waiting}, status=503, headers={"Retry-After": "1"}
+    )
+
+
 def create_app(
-    conversations: VisitorService, hub: VisitorHub, settings: PortalSettings
+    conversations: VisitorService,
+    hub: VisitorHub,
+    settings: PortalSettings,
+    not_ready: Callable[[], str | None] = lambda: None,
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[starting_gate, errors_middleware])
     app.on_response_prepare.append(security_headers)
     app[CONVERSATIONS] = conversations
     app[HUB] = hub
@@ -386,6 +421,7 @@ def create_app(
     app[ORIGINS] = Origins.of(settings.public_url, settings.allowed_origins)
     app[CLIENT] = ClientAddress.of(settings.trusted_proxies)
     app[START_LIMIT] = RateLimiter(settings.starts_per_minute)
+    app[NOT_READY] = not_ready
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -394,7 +430,9 @@ def create_app(
     app.add_routes(
         [
             web.get("/", portal_page),
+            web.get("/health", health),
             web.get("/healthz", health),
+            web.get("/ready", ready),
             web.get("/api/openapi.json", openapi),
             web.get("/api/session", session),
             web.get("/api/conversation", get_conversation),
