@@ -63,7 +63,7 @@ async def launch() -> AsyncIterator[Launch]:
 
     yield start
     for process in processes:
-        process.stop()
+        await asyncio.to_thread(process.stop)  # a proxy in this loop keeps forwarding
 
 
 async def _printed(process: SwitchboardProcess, text: str, timeout: float = 10) -> None:
@@ -145,7 +145,7 @@ async def test_started_before_the_homeserver_it_retries_refuses_transactions_and
         await advisor.send_text(chat.room, "Yes, how can I help?")
         await chat.visitor.wait_message("Yes, how can I help?")
     finally:
-        process.stop()
+        await asyncio.to_thread(process.stop)  # the proxy keeps forwarding meanwhile
         await proxy.cut()
 
 
@@ -261,7 +261,7 @@ async def test_started_before_postgresql_it_retries_and_serves_once_postgresql_a
                 assert await _ready_after(http, portal, timeout=5) < 5
             assert "Traceback" not in process.output()
         finally:
-            process.stop()
+            await asyncio.to_thread(process.stop)  # the proxy keeps forwarding meanwhile
             await proxy.cut()
 
 
