@@ -13,6 +13,8 @@ from pathlib import Path
 from .config import ConfigError, generate, load
 from .db.lockfile import DatabaseInUse
 
+log = logging.getLogger("appservice")
+
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(
@@ -26,25 +28,65 @@ def setup_logging(level: str) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def wait_for_stop_signal() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """Set on SIGTERM or SIGINT (a supervisor stopping us, or Ctrl-C)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
-async def run(config_path: Path) -> None:
+async def wait_for_stop_signal() -> None:
+    await _stop_on_signals().wait()
+
+
+async def run(config_path: Path) -> int:
+    """Serve until SIGTERM or SIGINT; the exit status.
+
+    Start-up may wait a long time (for the homeserver, for PostgreSQL) and a signal ends that
+    wait at once. An operator's mistake is one ERROR line and exit status 1; anything else
+    that breaks start-up is logged once with its traceback, and the status is 1 too: never a
+    process that keeps its ports open and answers nothing."""
     from .bootstrap import Switchboard
+    from .startup import StartupError
 
     config = load(config_path)
     setup_logging(config.log_level)
+    stop = _stop_on_signals()
     switchboard = Switchboard(config)
-    await switchboard.start()
+    starting = asyncio.create_task(switchboard.start())
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await wait_for_stop_signal()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("stopping before start-up finished")
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return 0
+        try:
+            starting.result()
+        except (StartupError, DatabaseInUse) as e:
+            log.error("%s", e)
+            return 1
+        except Exception:
+            log.exception("start-up failed")
+            return 1
+        await stopping
+        log.info("stopping")
+        return 0
     finally:
-        await switchboard.stop()
+        stopping.cancel()
+        try:
+            await switchboard.stop()
+        except Exception:
+            log.warning("could not stop cleanly", exc_info=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+
+
+def _stopped_early(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def version() -> str:
@@ -84,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                 "then restart the homeserver."
             )
         elif args.command == "run":
-            asyncio.run(run(args.config))
+            # until run() handles it, a SIGTERM (while loading) ends start-up as cleanly
+            signal.signal(signal.SIGTERM, _stopped_early)
+            return asyncio.run(run(args.config))
         else:
             from .demo import missing_demo_packages, run_demo
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 from mautrix.appservice import AppServiceAPI
+from mautrix.errors import MatrixRequestError
 from mautrix.types import UserID
 from mautrix.util.async_db import Database
 
@@ -27,11 +28,30 @@ from .commands import CommandRegistry
 from .commands import desk as desk_commands
 from .commands import outbox as outbox_commands
 from .config import Config
-from .db import AppserviceLog, SqlStore, close_database, open_database, parse_database_url
+from .db import (
+    AppserviceLog,
+    SqlStore,
+    close_database,
+    create_database,
+    parse_database_url,
+    start_database,
+)
 from .db.fanout import PgFanout
 from .db.lockfile import SingleProcessLock
 from .events import MatrixEventHandler
 from .matrix_gateway import MautrixGateway, MemoryASStateStore
+from .startup import (
+    Readiness,
+    StartupError,
+    check_sqlite_file,
+    database_place,
+    database_trouble,
+    keep_trying,
+    listen_error,
+    lock_error,
+    ping_problem,
+    reach_homeserver,
+)
 from .transactions import AppserviceEndpoint
 
 log = logging.getLogger(__name__)
@@ -75,16 +95,41 @@ class Switchboard:
         self._db: Database | None = None
         self.hub = VisitorHub()
         self._fanout: PgFanout | None = None
+        self.readiness = Readiness()
 
     async def start(self) -> None:
+        """Listen, then wait for the database, the homeserver and the bot's registration
+        (retrying what may come back by itself), then serve. Returns once ready.
+
+        Raises:
+            StartupError: an operator's mistake (a port in use, a registration the homeserver
+                has not loaded…); the message says what to fix.
+        """
+        await self.listen()
+        await self.become_ready()
+
+    async def listen(self) -> None:
+        """Build everything and open both ports; ``/health`` and ``/ready`` answer from now
+        on, and the rest waits (503) for :meth:`become_ready`. Nothing here waits for the
+        database or the homeserver."""
         config = self.config
+        if config.portal.port == config.appservice.port:
+            raise StartupError(
+                f"portal.port and appservice.port are both {config.portal.port}: give each "
+                "listener its own port"
+            )
         db_url = parse_database_url(config.database_url)
         postgres = db_url.dialect == "postgres"
         if db_url.sqlite_path is not None:
+            check_sqlite_file(db_url.sqlite_path)
             # one process only: its dispatcher owns every outbox row (and clears old claims)
             self._lock = SingleProcessLock(db_url.sqlite_path)
-            self._lock.acquire()
-        self._db = await open_database(config.database_url)
+            try:
+                self._lock.acquire()
+            except OSError as e:
+                self._lock = None
+                raise lock_error(db_url.sqlite_path, e) from None
+        self._db = create_database(config.database_url)
         db = self._db
         channel_name = PgFanout.channel_name(db_url) if postgres else None
         self.store = SqlStore(db, notify_channel=channel_name)
@@ -93,7 +138,6 @@ class Switchboard:
             # several processes may share this database: events reach every process's pages,
             # and new outbox rows wake every process's dispatcher
             self._fanout = PgFanout(db_url, db, self.store, self.hub, self._wake_dispatcher)
-            await self._fanout.start()
             channel = self._fanout
         self.watch = HomeserverWatch(self.clock)
         self._http = aiohttp.ClientSession(trace_configs=[self.watch.trace_config()])
@@ -131,14 +175,14 @@ class Switchboard:
         events = MatrixEventHandler(config, self.desk, commands)
         self.txn_log = AppserviceLog(db, self.clock)
         self.endpoint = AppserviceEndpoint(
-            config.appservice.hs_token, self.txn_log, events, self.watch
+            config.appservice.hs_token,
+            self.txn_log,
+            events,
+            self.watch,
+            not_ready=self.readiness.not_ready,
         )
         self.catch_up = CatchUp(self.gateway.bot.api, self._served_rooms, self.endpoint)
         self.endpoint.read_back = self.catch_up.events_since
-        last_push = await self.txn_log.last_transaction_at()
-        if last_push is not None:
-            # the homeserver may have restarted while we were down, losing what it held for us
-            self.watch.suspect_gap("Switchboard started", since=last_push)
         portal = create_app(
             self.visitors,
             self.hub,
@@ -155,41 +199,90 @@ class Switchboard:
                 typing_per_minute=config.portal.typing_per_minute,
                 typing_burst=config.portal.typing_burst,
             ),
+            not_ready=self.readiness.not_ready,
         )
-        await self._serve(self.endpoint.app(), config.appservice.hostname, config.appservice.port)
-        await self._serve(portal, config.portal.hostname, config.portal.port)
+        await self._serve(
+            self.endpoint.app(), config.appservice.hostname, config.appservice.port, "appservice"
+        )
+        await self._serve(portal, config.portal.hostname, config.portal.port, "portal")
+        log.info(
+            "listening: portal on %s:%d, appservice endpoint on %s:%d; /ready says when "
+            "Switchboard serves",
+            config.portal.hostname,
+            config.portal.port,
+            config.appservice.hostname,
+            config.appservice.port,
+        )
+
+    async def become_ready(self) -> None:
+        """Wait for the database and the homeserver, start the workers, then serve."""
+        config = self.config
+        await self._open_database()
+        last_push = await self.txn_log.last_transaction_at()
+        if last_push is not None:
+            # the homeserver may have restarted while we were down, losing what it held for us
+            self.watch.suspect_gap("Switchboard started", since=last_push)
+        if self._fanout is not None:
+            await self._fanout.start()
         await self._prepare_bot()
-        if not postgres:
+        if self._fanout is None:
             # one process only: a claim still held is from before a crash or a restart
             await self.store.outbox.release_claims()
         await self.visitors.watch_queued()
         self._dispatcher = asyncio.create_task(self.desk.outbox.run_forever())
         self._ticker = asyncio.create_task(self._tick_forever())
+        self.readiness.set_ready()
+        # after the homeserver failed to push to us (we were down or starting), it waits up to
+        # minutes before trying again: a ping ends that wait now that we accept transactions
+        await self._ping_after_start()
         log.info(
-            "Switchboard is running: portal %s, appservice endpoint %s:%d",
+            "Switchboard is ready: portal %s, appservice endpoint %s:%d",
             config.portal.public_url,
             config.appservice.hostname,
             config.appservice.port,
         )
 
-    async def _serve(self, app: web.Application, host: str, port: int) -> None:
+    async def _open_database(self) -> None:
+        assert self._db is not None
+        db, url = self._db, self.config.database_url
+        db_url = parse_database_url(url)
+        self.readiness.waiting(f"database {database_place(db_url)}")
+        await keep_trying(
+            f"database {database_place(db_url)}",
+            lambda: start_database(db, url),
+            database_trouble(db_url),
+            cap=self.config.database_retry_max_delay,
+            readiness=self.readiness,
+        )
+
+    async def _serve(self, app: web.Application, host: str, port: int, section: str) -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
         self._runners.append(runner)
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as e:
+            raise listen_error(e, host, port, section) from None
 
     async def _prepare_bot(self) -> None:
         bot = self.gateway.bot
-        await bot.ensure_registered()
+        await reach_homeserver(
+            self.config, bot, self.readiness, self.config.homeserver.retry_max_delay
+        )
         try:
             await bot.set_displayname(self.config.appservice.bot_displayname)
         except Exception:
             log.warning("could not set the bot's display name", exc_info=True)
+
+    async def _ping_after_start(self) -> None:
+        """Ask the homeserver to ping our endpoint: it ends the homeserver's back-off, and
+        its failure tells a registration made from another config (a StartupError)."""
         try:
-            # resets the homeserver's back-off if earlier pushes to us failed
-            await bot.appservice_ping(self.config.appservice.id)
+            await self.gateway.bot.appservice_ping(self.config.appservice.id)
+        except MatrixRequestError as e:
+            log.warning("%s", ping_problem(self.config, e))
         except Exception as e:
-            log.warning("the homeserver could not reach our appservice endpoint: %s", e)
+            log.warning("the homeserver could not ping our appservice endpoint: %s", e)
 
     async def _served_rooms(self) -> list[RoomId]:
         """The rooms whose events the desk acts on: open conversations, advisors' chats."""

@@ -22,6 +22,7 @@ class ConfigError(Exception):
 class HomeserverConfig:
     address: str
     domain: str
+    retry_max_delay: float = 30.0  # longest wait between two tries at start-up (seconds)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Config:
     routing: RoutingConfig
     admins: tuple[str, ...]
     log_level: str
+    database_retry_max_delay: float = 30.0  # longest wait between two tries at start-up
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -115,7 +117,11 @@ def parse(data: Any, path: Path | None = None) -> Config:
     if not topics or not all(isinstance(k, str) and isinstance(v, str) for k, v in topics.items()):
         raise ConfigError("portal.topics must map at least one topic id to a label.")
     config = Config(
-        homeserver=HomeserverConfig(s("homeserver.address").rstrip("/"), s("homeserver.domain")),
+        homeserver=HomeserverConfig(
+            s("homeserver.address").rstrip("/"),
+            s("homeserver.domain"),
+            _get(data, "homeserver.retry_max_delay", float),
+        ),
         appservice=AppserviceConfig(
             address=s("appservice.address").rstrip("/"),
             hostname=s("appservice.hostname"),
@@ -152,6 +158,7 @@ def parse(data: Any, path: Path | None = None) -> Config:
         ),
         admins=tuple(str(a) for a in _get(data, "desk.admins", list)),
         log_level=s("logging.level").upper(),
+        database_retry_max_delay=_get(data, "database.retry_max_delay", float),
         path=path,
     )
     for key, value in (
@@ -166,6 +173,12 @@ def parse(data: Any, path: Path | None = None) -> Config:
             raise ConfigError(f"portal.{key} must be at least 1.")
     if config.routing.capacity < 1 or config.routing.invite_timeout <= 0:
         raise ConfigError("routing.capacity must be ≥ 1 and routing.invite_timeout > 0.")
+    for key, delay in (
+        ("homeserver.retry_max_delay", config.homeserver.retry_max_delay),
+        ("database.retry_max_delay", config.database_retry_max_delay),
+    ):
+        if delay <= 0:
+            raise ConfigError(f"{key} must be more than 0 seconds.")
     if config.routing.abandon_after < 10:
         raise ConfigError("routing.abandon_after must be at least 10 seconds.")
     return config

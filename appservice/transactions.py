@@ -4,6 +4,9 @@ Unlike mautrix's default handler, a transaction is acknowledged only after its e
 handled and recorded: a failure answers 500, and the homeserver retries it. Events already
 handled (by event id, recorded in the database) are skipped, whichever transaction brings them
 again: transaction ids alone are not trusted (Synapse can reuse them after a restart).
+
+Until Switchboard is ready (database open, bot registered) every transaction answers 503 for
+the same reason: the homeserver keeps it and pushes it again.
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ class AppserviceEndpoint:
         log_store: TransactionLog,
         sink: EventSink,
         watch: PushWatch | None = None,
+        not_ready: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._hs_token = hs_token.encode()
+        self._not_ready = not_ready
         self._log = log_store
         self._sink = sink
         self._watch = watch
@@ -94,6 +99,15 @@ class AppserviceEndpoint:
     async def transaction(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return _error(403, "M_FORBIDDEN", "Bad or missing hs_token")
+        waiting = self._not_ready()
+        if waiting is not None:
+            # not yet able to record it: the homeserver keeps it and retries (a ping once we
+            # are ready ends its back-off)
+            return web.json_response(
+                {"errcode": "M_UNKNOWN", "error": f"Switchboard is starting ({waiting})"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
         txn_id = request.match_info["txn_id"]
         try:
             body = json.loads(await request.read())

@@ -73,6 +73,8 @@ START_LIMIT = web.AppKey("start_limit", RateLimiter)
 MESSAGE_LIMIT = web.AppKey("message_limit", RateLimiter)
 TYPING_GATE = web.AppKey("typing_gate", TypingGate)
 ASSETS = web.AppKey("assets", Assets)
+#: Why the desk cannot serve yet (database, homeserver…), or None once it can
+NOT_READY = web.AppKey[Callable[[], "str | None"]]("not_ready")
 
 
 def error_response(
@@ -143,6 +145,25 @@ def errors_middleware(request: web.Request, handler: Handler) -> Awaitable[web.S
     if request.match_info.handler is websocket:
         return handler(request)
     return _answered(request, handler)
+
+
+async def _starting() -> web.Response:
+    return error_response(
+        503,
+        "starting",
+        "The help desk is starting. Please try again in a moment.",
+        headers={"Retry-After": "1"},
+    )
+
+
+@web.middleware
+def starting_gate(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    """Until the desk is ready (its database open, its bot registered) the API answers 503,
+    which the page retries; the page, its files and the health checks are served meanwhile.
+    A plain function for the websocket's sake, as :func:`errors_middleware`."""
+    if not request.path.startswith("/api/") or request.app[NOT_READY]() is None:
+        return handler(request)
+    return _starting()
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -400,7 +421,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """The process lives and answers (also at /healthz)."""
     return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 once the desk serves; until then 503 and what it waits for."""
+    waiting = request.app[NOT_READY]()
+    if waiting is None:
+        return web.json_response({"status": "ready"})
+    return web.json_response(
+        {"status": "starting", "reason": waiting}, status=503, headers={"Retry-After": "1"}
+    )
 
 
 def create_app(
@@ -409,9 +441,11 @@ def create_app(
     settings: PortalSettings,
     *,
     monotonic: Callable[[], float] = time.monotonic,
+    not_ready: Callable[[], str | None] = lambda: None,
 ) -> web.Application:
-    """The portal; ``monotonic`` times its rate limits (a test passes a fake clock's)."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware])
+    """The portal; ``monotonic`` times its rate limits (a test passes a fake clock's);
+    ``not_ready`` says why the desk cannot serve yet (None once it can)."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[starting_gate, errors_middleware])
     app.on_response_prepare.append(security_headers)
     app[CONVERSATIONS] = conversations
     app[HUB] = hub
@@ -427,6 +461,7 @@ def create_app(
         RateLimiter(settings.typing_per_minute, settings.typing_burst, clock=monotonic)
     )
     app[ASSETS] = Assets.scan(HERE / "static")
+    app[NOT_READY] = not_ready
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -435,7 +470,9 @@ def create_app(
     app.add_routes(
         [
             web.get("/", portal_page),
+            web.get("/health", health),
             web.get("/healthz", health),
+            web.get("/ready", ready),
             web.get("/api/openapi.json", openapi),
             web.get("/api/session", session),
             web.get("/api/conversation", get_conversation),

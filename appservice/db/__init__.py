@@ -22,11 +22,34 @@ __all__ = [
     "DatabaseUrl",
     "SqlStore",
     "close_database",
+    "create_database",
     "open_database",
     "parse_database_url",
+    "start_database",
 ]
 
 log = logging.getLogger("switchboard.db")
+
+
+def create_database(
+    url: str,
+    *,
+    db_args: dict[str, Any] | None = None,
+    logger: logging.Logger | None = None,
+) -> Database:
+    """The database at ``url``, not yet opened: :func:`start_database` migrates and opens it.
+
+    The stores can be built on it at once (start-up listens before the database answers)."""
+    db_url = parse_database_url(url)
+    args = {**db_url.mautrix_db_args(), **(db_args or {})}
+    return Database.create(db_url.mautrix_url, db_args=args, log=logger)
+
+
+async def start_database(db: Database, url: str) -> None:
+    """Migrate the database at ``url`` to the newest revision, then open ``db`` on it."""
+    log.debug("Migrating the %s database to the newest revision", parse_database_url(url).dialect)
+    await migrate.upgrade(url)
+    await db.start()
 
 
 async def open_database(
@@ -47,12 +70,8 @@ async def open_database(
     SQLite connections run in WAL mode with a busy timeout and foreign keys on; a PostgreSQL
     ``search_path`` is set on every pooled connection.
     """
-    db_url = parse_database_url(url)
-    log.debug("Migrating the %s database to the newest revision", db_url.dialect)
-    await migrate.upgrade(url)
-    args = {**db_url.mautrix_db_args(), **(db_args or {})}
-    db = Database.create(db_url.mautrix_url, db_args=args, log=logger)
-    await db.start()
+    db = create_database(url, db_args=db_args, logger=logger)
+    await start_database(db, url)
     return db
 
 

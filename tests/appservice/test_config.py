@@ -13,6 +13,7 @@ from appservice.config import EXAMPLE_CONFIG, ConfigError, generate, load, parse
 CHANGED = {
     "homeserver.address": "https://matrix.example.net",
     "homeserver.domain": "example.net",
+    "homeserver.retry_max_delay": 12.5,
     "appservice.address": "http://10.1.2.3:9000",
     "appservice.hostname": "0.0.0.0",
     "appservice.port": 9000,
@@ -23,6 +24,7 @@ CHANGED = {
     "appservice.as_token": "a" * 40,
     "appservice.hs_token": "h" * 40,
     "database.url": "postgresql://sb@db.example.net/sb",
+    "database.retry_max_delay": 7.0,
     "portal.hostname": "0.0.0.0",
     "portal.port": 9001,
     "portal.public_url": "https://help.example.net",
@@ -86,6 +88,7 @@ def test_every_key_the_admin_sets_survives_generate_and_load(tmp_path: Path):
     seen = {
         "homeserver.address": config.homeserver.address,
         "homeserver.domain": config.homeserver.domain,
+        "homeserver.retry_max_delay": config.homeserver.retry_max_delay,
         **{
             f"appservice.{k}": getattr(config.appservice, k)
             for k in (
@@ -101,6 +104,7 @@ def test_every_key_the_admin_sets_survives_generate_and_load(tmp_path: Path):
             )
         },
         "database.url": config.database_url,
+        "database.retry_max_delay": config.database_retry_max_delay,
         **{
             f"portal.{k}": getattr(config.portal, k)
             for k in (

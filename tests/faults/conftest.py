@@ -43,6 +43,12 @@ async def make_advisors(process, people, homeserver, team) -> None:  # noqa: F81
     process.stop()
     write_config(process.config_path, process.config_path, {"desk.admins": [admin_id]})
     await asyncio.to_thread(process.start)
+    await add_advisors_through_the_bot(process, people, admin_id, team)
+
+
+async def add_advisors_through_the_bot(process, people, admin_id, team) -> None:  # noqa: F811
+    """The admin ``admin_id`` (in the running process's desk.admins) adds each advisor of
+    ``team`` with ``!advisor add``; each joins the bot's chat and says !available."""
     admin = await people.login(admin_id)
     bot = process.config.bot_mxid
     dm = await admin.create_room(invite=[bot], is_direct=True)

@@ -50,8 +50,31 @@ class SwitchboardProcess:
         self.cwd = cwd
         self.base_env = dict(os.environ if base_env is None else base_env)
         self._process: subprocess.Popen[bytes] | None = None
+        self.offset = 0  # where this run's output starts in the log file
 
-    def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> None:
+    def start(
+        self, timeout: float = 30, env: dict[str, str] | None = None, until: str = "/ready"
+    ) -> None:
+        """Start it and wait until ``until`` answers 200: ``/ready`` (serving) by default,
+        ``/health`` for a start-up that is still waiting for something."""
+        self.launch(env)
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        url = f"{self.config.portal.public_url}{until}"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"Switchboard exited: {self.output()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"Switchboard did not start: {self.output()[-3000:]}")
+
+    def launch(self, env: dict[str, str] | None = None) -> None:
+        """Start the process and return at once (see :meth:`start` to wait for it)."""
+        self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [*self.command, "run", "-c", str(self.config_path)],
@@ -62,18 +85,23 @@ class SwitchboardProcess:
                 cwd=self.cwd,
                 env={**self.base_env, **(env or {})},
             )
-        deadline = time.monotonic() + timeout
-        url = f"{self.config.portal.public_url}/healthz"
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"Switchboard exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"Switchboard did not start: {self.log_path.read_text()[-3000:]}")
+
+    def output(self) -> str:
+        """What this run (since the last :meth:`launch`) wrote to stdout and stderr."""
+        with self.log_path.open("rb") as log:
+            log.seek(self.offset)
+            return log.read().decode(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        assert self._process is not None
+        self._process.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Its exit status, once it exits by itself (fails after ``timeout`` seconds)."""
+        assert self._process is not None
+        code = self._process.wait(timeout)
+        self._process = None
+        return code
 
     def wait_killed(self, timeout: float = 30) -> int:
         """Wait for the process to die by itself (a crash hook); its exit status."""

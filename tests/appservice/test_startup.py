@@ -1,0 +1,151 @@
+"""Start-up's pieces: the backoff, the retry loop, and what each operator's mistake says.
+
+The processes themselves (homeserver down, registration not loaded, port in use, SIGTERM) are
+tested in tests/faults/test_startup.py."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+from mautrix.errors import MUnknownToken
+
+from appservice.__main__ import run
+from appservice.bootstrap import Switchboard
+from appservice.config import Config, generate, write_registration
+from appservice.startup import (
+    Backoff,
+    Readiness,
+    keep_trying,
+    listen_error,
+    registration_error,
+)
+from tests.e2e.conftest import free_port
+
+
+def test_the_wait_between_tries_doubles_up_to_the_cap():
+    backoff = Backoff(cap=30)
+    assert [backoff.next() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    small = Backoff(cap=2)
+    assert [small.next() for _ in range(3)] == [1, 2, 2]
+
+
+async def test_each_failed_try_is_one_line_and_ready_says_why_until_it_answers(caplog):
+    readiness = Readiness()
+    tries = iter([ConnectionRefusedError(111, "refused"), ConnectionRefusedError(111, "x"), 42])
+
+    async def attempt() -> int:
+        outcome = next(tries)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    reasons: list[str | None] = []
+
+    def trouble(error: BaseException) -> str:
+        reasons.append(readiness.not_ready())
+        return "unreachable (Connection refused)"
+
+    with caplog.at_level(logging.INFO, logger="appservice.startup"):
+        result = await keep_trying(
+            "homeserver http://hs", attempt, trouble, cap=0.01, readiness=readiness
+        )
+    assert result == 42
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "homeserver http://hs unreachable (Connection refused); next try in 0.01 s",
+        "homeserver http://hs unreachable (Connection refused); next try in 0.01 s",
+        "homeserver http://hs answers after 2 failed attempt(s)",
+    ]
+    assert reasons[1] == "waiting for homeserver http://hs unreachable (Connection refused)"
+
+
+async def test_an_error_that_will_not_pass_by_itself_is_raised_at_once():
+    async def attempt() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await keep_trying("homeserver", attempt, lambda e: None, cap=0.01, readiness=Readiness())
+
+
+def _config(tmp_path: Path) -> Config:
+    return generate(tmp_path / "config.yaml", tmp_path / "registration.yaml")
+
+
+def test_an_unknown_token_names_the_registration_to_load_and_the_restart(tmp_path):
+    config = _config(tmp_path)
+    message = str(registration_error(config, MUnknownToken(401, "Unrecognised access token")))
+    assert "(401 M_UNKNOWN_TOKEN)" in message
+    assert f"add {tmp_path / 'registration.yaml'} to app_service_config_files" in message
+    assert "restart the homeserver" in message
+
+
+def test_an_unknown_token_with_a_stale_registration_says_to_generate_it_again(tmp_path):
+    config = _config(tmp_path)
+    other = dataclasses.replace(
+        config, appservice=dataclasses.replace(config.appservice, as_token="x" * 32)
+    )
+    write_registration(other, tmp_path / "registration.yaml")
+    message = str(registration_error(config, MUnknownToken(401, "Unrecognised access token")))
+    assert f"{tmp_path / 'registration.yaml'} has other tokens than the config" in message
+    assert f"-r {tmp_path / 'registration.yaml'}" in message
+
+
+def test_an_unknown_token_without_a_registration_at_hand_says_where_it_comes_from(tmp_path):
+    config = _config(tmp_path)
+    (tmp_path / "registration.yaml").unlink()
+    message = str(registration_error(config, MUnknownToken(401, "Unrecognised access token")))
+    assert "the registration file `switchboard generate` wrote" in message
+    assert "app_service_config_files" in message
+
+
+def test_a_listener_that_cannot_open_its_port_says_which_key_to_change():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with socket.socket() as second, pytest.raises(OSError) as in_use:
+            second.bind(("127.0.0.1", port))
+    assert str(listen_error(in_use.value, "127.0.0.1", port, "portal")) == (
+        f"port {port} on 127.0.0.1 is in use: stop the other process or change portal.port"
+    )
+    with socket.socket() as s, pytest.raises(OSError) as foreign:
+        s.bind(("192.0.2.1", 0))  # TEST-NET: never this machine's
+    assert "change appservice.hostname" in str(
+        listen_error(foreign.value, "192.0.2.1", 1, "appservice")
+    )
+
+
+async def test_an_unexpected_error_at_start_up_is_logged_once_with_its_traceback_and_ports_close(
+    tmp_path, monkeypatch, caplog
+):
+    portal_port, as_port = free_port(), free_port()
+    generate(
+        tmp_path / "config.yaml",
+        tmp_path / "registration.yaml",
+        {
+            "database.url": f"sqlite:///{tmp_path / 'switchboard.db'}",
+            "portal.port": portal_port,
+            "appservice.port": as_port,
+        },
+    )
+    listening = asyncio.Event()
+
+    async def broken(self: Switchboard) -> None:
+        # stands for any bug met once the ports are open (there is none to trigger for real)
+        listening.set()
+        raise RuntimeError("an unforeseen bug")
+
+    monkeypatch.setattr(Switchboard, "become_ready", broken)
+    with caplog.at_level(logging.INFO):
+        assert await run(tmp_path / "config.yaml") == 1
+    assert listening.is_set()
+    [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.exc_info is not None and "an unforeseen bug" in str(error.exc_info[1])
+    for port in (portal_port, as_port):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
