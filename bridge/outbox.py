@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from .errors import TemporarilyUnavailable
 from .events import EVENT_TYPES, DomainEvent, decode
-from .ports import Clock, OutboxRow, Store
+from .ports import Clock, OutboxRow, Transactions
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class UnitOfWork:
     """``async with uow() as batch:`` store calls inside commit together with ``batch.events``
     (into the outbox) and the mark of the Matrix event being handled, if any."""
 
-    def __init__(self, store: Store, clock: Clock, wake: Callable[[], None]) -> None:
+    def __init__(self, store: Transactions, clock: Clock, wake: Callable[[], None]) -> None:
         self._store = store
         self._clock = clock
         self.wake = wake
@@ -143,7 +143,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: Transactions,
         handlers: Handlers,
         clock: Clock,
         *,

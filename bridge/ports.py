@@ -39,10 +39,11 @@ class Clock(Protocol):
         one machine, since it booted) count from the same start, so their readings compare."""
 
 
-class Store(Protocol):
-    """Persistence of visitors, conversations, messages and advisors.
+class Transactions(Protocol):
+    """What groups the store's calls: one commit, one process at a time, the outbox.
 
-    Every method is atomic on its own; :meth:`transaction` groups several into one commit.
+    Every method of the stores below is atomic on its own; :meth:`transaction` groups several
+    into one commit.
     """
 
     def transaction(self) -> AsyncContextManager[None]: ...
@@ -59,7 +60,17 @@ class Store(Protocol):
         if one does. Always True where only one process can share the store: the caller's
         own lock decides there."""
 
-    # visitors
+    # the homeserver events already acted on (the appservice's idempotency log)
+    async def mark_event_handled(self, event_id: str) -> None:
+        """Record the Matrix event as handled; inside a transaction, it commits with it."""
+
+    @property
+    def outbox(self) -> OutboxStore: ...
+
+
+class Visitors(Protocol):
+    """The visitor aggregate: who they said they are, and the sessions bound to them."""
+
     async def add_visitor(self, visitor: Visitor, session_hash: str) -> Visitor:
         """Insert or update the visitor and bind the session to them, unless the session is
         bound already (another process won the race): the bound visitor is returned."""
@@ -69,7 +80,10 @@ class Store(Protocol):
     async def get_visitors(self, visitor_ids: Collection[VisitorId]) -> dict[VisitorId, Visitor]:
         """The visitors of these ids that exist, in one go (a routing pass tells thousands)."""
 
-    # conversations
+
+class Conversations(Protocol):
+    """The conversation aggregate (its status, room, advisor and version)."""
+
     async def add_conversation(self, conversation: Conversation) -> bool:
         """Insert; False (and nothing written) if the visitor already has an open one."""
 
@@ -82,7 +96,10 @@ class Store(Protocol):
     async def latest_conversation(self, visitor_id: VisitorId) -> Conversation | None: ...
     async def open_conversations(self) -> list[Conversation]: ...
 
-    # messages
+
+class Messages(Protocol):
+    """A conversation's transcript, numbered by ``seq`` (what the page pages through)."""
+
     async def add_message(self, message: Message) -> tuple[Message, bool]:
         """Append with the next ``seq`` of its conversation (``message.seq`` is ignored).
 
@@ -96,22 +113,26 @@ class Store(Protocol):
     async def set_message_event(self, message_id: MessageId, event_id: EventId) -> None:
         """Record the Matrix event that carries the message (it reached the room)."""
 
-    # advisors
+
+class Advisors(Protocol):
+    """The advisor aggregate: availability, presence, capacity, direct chat."""
+
     async def save_advisor(self, advisor: Advisor) -> None: ...
     async def get_advisor(self, mxid: AdvisorMxid) -> Advisor | None: ...
     async def remove_advisor(self, mxid: AdvisorMxid) -> bool: ...
     async def advisors(self) -> list[Advisor]: ...
 
-    # small durable settings of the desk (e.g. the round-robin cursor)
+
+class Settings(Protocol):
+    """Small durable settings of the desk (e.g. the round-robin cursor)."""
+
     async def get_setting(self, key: str) -> str | None: ...
     async def set_setting(self, key: str, value: str) -> None: ...
 
-    # the homeserver events already acted on (the appservice's idempotency log)
-    async def mark_event_handled(self, event_id: str) -> None:
-        """Record the Matrix event as handled; inside a transaction, it commits with it."""
 
-    @property
-    def outbox(self) -> OutboxStore: ...
+class Store(Transactions, Visitors, Conversations, Messages, Advisors, Settings, Protocol):
+    """Persistence of the desk, one port per aggregate; the adapters implement them all on
+    one database, so that a transaction can span them."""
 
 
 @dataclass(frozen=True)

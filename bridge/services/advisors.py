@@ -10,7 +10,7 @@ from ..errors import InvalidInput, NotFound
 from ..events import AdvisorAdded
 from ..model import MAX_CAPACITY, Advisor, AdvisorMxid, AdvisorTransition, Presence, RoomId
 from ..outbox import UnitOfWork
-from ..ports import Store
+from ..ports import Advisors
 from .queue import QueueService
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def parse_mxid(text: str) -> AdvisorMxid:
 
 
 class AdvisorService:
-    def __init__(self, store: Store, uow: UnitOfWork, queue: QueueService) -> None:
+    def __init__(self, store: Advisors, uow: UnitOfWork, queue: QueueService) -> None:
         self._store = store
         self._uow = uow
         self._queue = queue

@@ -12,7 +12,7 @@ import uuid
 from ..events import AdvisorAdded, BotInvited, BotSaid
 from ..model import AdvisorMxid, RoomId
 from ..outbox import Attempt, Handlers, UnitOfWork
-from ..ports import MatrixGateway, Store
+from ..ports import Advisors, MatrixGateway
 from .advisors import AdvisorService
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ WELCOME = (
 
 class BotService:
     def __init__(
-        self, store: Store, uow: UnitOfWork, gateway: MatrixGateway, advisors: AdvisorService
+        self, store: Advisors, uow: UnitOfWork, gateway: MatrixGateway, advisors: AdvisorService
     ) -> None:
         self._store = store
         self._uow = uow

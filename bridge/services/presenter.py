@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Protocol
 
 from ..model import Conversation, ConversationStatus, Message, Visitor, VisitorId
-from ..ports import ConversationView, MessageEvent, StatusEvent, Store, VisitorChannel
+from ..ports import (
+    Advisors,
+    Conversations,
+    ConversationView,
+    MessageEvent,
+    StatusEvent,
+    VisitorChannel,
+    Visitors,
+)
 from ..routing import queue_positions
 
 
+class PresenterStore(Visitors, Conversations, Advisors, Protocol):
+    """What a page's view is read from."""
+
+
 class Presenter:
-    def __init__(self, store: Store, channel: VisitorChannel, topics: Mapping[str, str]) -> None:
+    def __init__(
+        self, store: PresenterStore, channel: VisitorChannel, topics: Mapping[str, str]
+    ) -> None:
         self._store = store
         self._channel = channel
         self._topics = topics
