@@ -13,7 +13,8 @@ import socket
 import sys
 from pathlib import Path
 
-from .__main__ import setup_logging, wait_for_stop_signal
+from . import logs
+from .__main__ import wait_for_stop_signal
 from .config import generate, load
 from .local_homeserver import LocalHomeserver, die_with_parent
 
@@ -50,7 +51,7 @@ async def run_demo(data_dir: Path) -> None:
     die_with_parent()  # `make demo` killed: we stop too, and take the homeserver with us
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging("WARNING")
+    logs.configure(logs.default_logging("WARNING"))
     config_path, registration = data_dir / "config.yaml", data_dir / "registration.yaml"
     homeserver = LocalHomeserver(
         data_dir / "synapse", server_name=SERVER_NAME, appservice_registrations=[registration]
@@ -70,9 +71,9 @@ async def run_demo(data_dir: Path) -> None:
                 "appservice.port": as_port,
                 "portal.port": portal_port,
                 "portal.public_url": portal_url,
-                "database.url": f"sqlite:///{data_dir / 'switchboard.db'}",
+                "database.url": "sqlite:///switchboard.db",  # next to config.yaml
                 "desk.admins": [f"@admin:{SERVER_NAME}"],
-                "logging.level": "WARNING",
+                "logging.root.level": "WARNING",
             },
         )
     credentials = _credentials(data_dir)
