@@ -3,6 +3,7 @@ environment), ``generate`` (the config upgraded in place, secrets, the registrat
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import secrets
@@ -127,11 +128,18 @@ def generate(
     overridden = apply_env(final, schema(), env)
     notes = _notes(upgraded, overridden, written=True)
     config = _parse(final, config_path, overridden, notes)
-    if text != original:
-        write_private(config_path, text, 0o600)
-    else:
-        config_path.chmod(0o600)  # a file an older version wrote readable by everyone
-    write_registration(config, registration_path)
+    try:
+        mode = stat.S_IMODE(config_path.stat().st_mode) if exists else 0o600
+        if text != original:
+            write_private(config_path, text, 0o600)
+        elif mode != 0o600:
+            config_path.chmod(0o600)  # a file an older version wrote readable by everyone
+        write_registration(config, registration_path)
+    except OSError as e:
+        raise ConfigError(f"cannot write {e.filename or config_path}: {e.strerror}") from None
+    if mode & 0o077:
+        notes = (*notes, Note(f"{config_path} was mode {mode:04o}; it is 0600 now"))
+        config = dataclasses.replace(config, notes=notes)
     return config
 
 

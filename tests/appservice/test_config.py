@@ -95,10 +95,7 @@ def seen(config: Config, dotted: str) -> Any:
 
 
 def default(dotted: str, config_dir: Path) -> Any:
-    value = convert(
-        plain(_example()[dotted] if "." not in dotted else _lookup(_example(), dotted)),
-        KEYS[dotted],
-    )
+    value = convert(plain(_lookup(_example(), dotted)), KEYS[dotted])
     if dotted == "database.url":
         return f"sqlite:///{config_dir / 'switchboard.db'}"
     return list(value) if isinstance(value, tuple) else value
@@ -203,6 +200,7 @@ def test_a_key_missing_from_an_older_file_is_added_with_its_comment_and_nothing_
     yaml.dump(data, out)
     path = tmp_path / "config.yaml"
     path.write_text(out.getvalue())
+    path.chmod(0o600)
     admin_lines = [line for line in out.getvalue().splitlines() if "admin's own note" in line]
 
     config = generate(path, tmp_path / "registration.yaml")
@@ -245,6 +243,7 @@ def test_a_config_generated_by_the_first_version_is_upgraded_in_place(tmp_path: 
 
     out = capsys.readouterr().out
     assert "routing.abandon_after" in out and "logging.level to logging.root.level" in out
+    assert "was mode 0644; it is 0600 now" in out
     text = path.read_text()
     before_logging = edited[: edited.index("\nlogging:")]  # that section is migrated
     kept = [line for line in before_logging.splitlines() if line.strip()]
@@ -522,6 +521,14 @@ def test_config_and_registration_are_readable_by_their_owner_only(tmp_path: Path
     generate(path, reg)
     assert stat.S_IMODE(reg.stat().st_mode) == 0o640
     assert not list(tmp_path.glob(".*")), "no temporary file left behind"
+
+
+def test_a_file_generate_cannot_write_is_one_clear_line(tmp_path: Path, capsys):
+    (tmp_path / "a-file").write_text("")
+    registration = tmp_path / "a-file" / "registration.yaml"
+    assert main(["generate", "-c", str(tmp_path / "config.yaml"), "-r", str(registration)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("switchboard: cannot write") and "Traceback" not in err
 
 
 # -- SQLite paths ---------------------------------------------------------------------------
