@@ -4,7 +4,6 @@ environment), ``generate`` (the config upgraded in place, secrets, the registrat
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import secrets
 import stat
@@ -13,19 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-
 from .env import EnvOverrides, apply_env
 from .model import EXAMPLE_CONFIG, GENERATE, SECRETS, Config, ConfigError, Note
 from .parse import free_form, parse, plain, schema
-from .upgrade import UnreadableConfig, Upgraded, upgrade
-
-
-def _yaml() -> YAML:
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.indent(mapping=4, sequence=4, offset=2)
-    return yaml
+from .upgrade import UnreadableConfig, Upgraded, dump, make_yaml, upgrade
 
 
 def _read(path: Path) -> str:
@@ -123,8 +113,8 @@ def generate(
             changed = True
     text = upgraded.text
     if changed:
-        text = _dump(data)
-    final = plain(_yaml().load(text))
+        text = dump(data, upgraded.layout)
+    final = plain(make_yaml().load(text))
     overridden = apply_env(final, schema(), env)
     notes = _notes(upgraded, overridden, written=True)
     config = _parse(final, config_path, overridden, notes)
@@ -141,12 +131,6 @@ def generate(
         notes = (*notes, Note(f"{config_path} was mode {mode:04o}; it is 0600 now"))
         config = dataclasses.replace(config, notes=notes)
     return config
-
-
-def _dump(data: Any) -> str:
-    out = io.StringIO()
-    _yaml().dump(data, out)
-    return out.getvalue()
 
 
 def write_private(path: Path, text: str, mode: int) -> None:
@@ -202,4 +186,4 @@ def write_registration(config: Config, path: Path) -> None:
         mode = stat.S_IMODE(path.stat().st_mode) & 0o770 | 0o600
     except FileNotFoundError:
         mode = 0o600
-    write_private(path, _dump(registration(config)), mode)
+    write_private(path, dump(registration(config)), mode)

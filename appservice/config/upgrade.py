@@ -35,17 +35,51 @@ class UnreadableConfig(ValueError):
     """The file is not YAML, or not a mapping of sections."""
 
 
-def _yaml() -> YAML:
+@dataclass(frozen=True)
+class Layout:
+    """How a file indents (ruamel's terms), so that what is written back looks as before."""
+
+    mapping: int = 4
+    sequence: int = 4
+    offset: int = 2  # of the dash, within ``sequence``
+
+
+def layout(text: str) -> Layout:
+    """The indentation of the first nested mapping and block sequence of ``text``."""
+    mapping = sequence = offset = None
+    lines = [line for line in text.splitlines() if line.strip() and not _is_comment(line)]
+    for line, below in zip(lines, lines[1:], strict=False):
+        if not line.rstrip().endswith(":") or line.lstrip().startswith("- "):
+            continue
+        step = _indent(below) - _indent(line)
+        if below.lstrip().startswith("- ") and offset is None and step >= 0:
+            offset = step
+            sequence = step + len(below.lstrip()) - len(below.lstrip()[1:].lstrip())
+        elif not below.lstrip().startswith("- ") and step > 0 and mapping is None:
+            mapping = step
+    default = Layout()
+    return Layout(
+        mapping or default.mapping,
+        sequence if sequence is not None else (mapping or default.sequence),
+        offset if offset is not None else default.offset,
+    )
+
+
+def make_yaml(shape: Layout = Layout()) -> YAML:
     yaml = YAML()
     yaml.preserve_quotes = True
-    yaml.indent(mapping=4, sequence=4, offset=2)
+    yaml.width = 4096  # never fold a long value the admin wrote on one line
+    yaml.indent(mapping=shape.mapping, sequence=shape.sequence, offset=shape.offset)
     return yaml
 
 
-def _dump(data: Any) -> str:
+def dump(data: Any, shape: Layout = Layout()) -> str:
     out = io.StringIO()
-    _yaml().dump(data, out)
+    make_yaml(shape).dump(data, out)
     return out.getvalue()
+
+
+_yaml = make_yaml
 
 
 def _get(data: Any, dotted: str) -> tuple[dict[Any, Any], str] | None:
@@ -278,6 +312,7 @@ class Upgraded:
     added: list[str]  # dotted keys filled in from the example
     unknown: list[str]  # dotted keys the example does not have (kept)
     migrated: list[str]  # descriptions of the migrations applied
+    layout: Layout = Layout()  # the file's indentation, for writing it back
 
 
 @functools.lru_cache(maxsize=4)
@@ -319,6 +354,7 @@ def upgrade(
     if not len(data):
         text = example_text  # an empty file: the example, as for a new one
         data = _load(text, path)
+    shape = layout(text)
     moved: dict[str, Any] = {}
     migrated: list[str] = []
     for migration in migrations:
@@ -327,7 +363,7 @@ def upgrade(
             moved.update(taken)
             migrated.append(migration.description)
     if migrated:
-        text = _dump(data)
+        text = dump(data, shape)
         data = _load(text, path)  # the lines moved
     example = _example(example_text)
     fill = _fill_text(text, data, example_text, free_form)
@@ -346,7 +382,7 @@ def upgrade(
         _fill_tree(data, example, tree_only, free_form)
         for dotted, value in moved.items():
             _set(data, dotted, value)
-        text = _dump(data)
+        text = dump(data, shape)
         data = _load(text, path)
     return Upgraded(
         text=text,
@@ -354,4 +390,5 @@ def upgrade(
         added=fill.added,
         unknown=list(_unknown(data, example, free_form)),
         migrated=migrated,
+        layout=shape,
     )

@@ -583,3 +583,55 @@ async def test_the_database_is_created_next_to_the_config_file(
     await close_database(db)
     assert (tmp_path / "etc" / "switchboard.db").exists()
     assert not (tmp_path / "switchboard.db").exists() and not Path("/switchboard.db").exists()
+
+
+# -- files as admins write them -------------------------------------------------------------
+
+ODD_SHAPES = {
+    "two-space indentation, an end-of-line comment": (
+        "homeserver:\n  address: http://hs.example.net:8008   # via the LAN\n"
+        "  domain: example.net\ndesk:\n  admins:\n  - '@a:example.net'\n  - '@b:example.net'\n"
+    ),
+    "a flow-style section": (
+        "routing: {capacity: 2, invite_timeout: 30}\nportal:\n    org_name: Acme\n"
+    ),
+    "no newline at the end, a trailing comment": (
+        "portal:\n    org_name: Acme\n    # more topics soon\nrouting:\n    capacity: 2"
+    ),
+    "Windows line ends": "portal:\r\n    org_name: Acme\r\nrouting:\r\n    capacity: 2\r\n",
+    "a block scalar before a missing key": (
+        "portal:\n    org_name: |\n        Acme\n\n        Support\n    port: 9001\n"
+    ),
+    "an empty section": "routing:\nportal:\n    org_name: Acme\n",
+    "keys in another order": "routing:\n    invite_timeout: 30\n    capacity: 2\n",
+}
+
+
+@pytest.mark.parametrize("text", ODD_SHAPES.values(), ids=ODD_SHAPES.keys())
+def test_files_of_any_layout_are_completed_without_changing_what_they_say(
+    tmp_path: Path, text: str
+):
+    from appservice.config.files import _upgrade
+
+    upgraded = _upgrade(text, tmp_path / "config.yaml")
+    before, after = plain(YAML().load(text)), plain(upgraded.data)
+
+    def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for key, value in (node or {}).items():
+            if isinstance(value, dict) and f"{prefix}{key}" not in free_form():
+                out.update(leaves(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    written = {k: v for k, v in leaves(before).items() if v is not None}  # not empty sections
+    assert leaves(after) == {**leaves(_example_plain()), **written}
+    assert _upgrade(upgraded.text, tmp_path / "config.yaml").text == upgraded.text, "stable"
+    for line in text.replace("\r", "").splitlines():
+        if line.strip().startswith("#") or "#" in line:
+            assert line.strip() in upgraded.text.replace("\r", ""), "comments are kept"
+
+
+def _example_plain() -> Any:
+    return plain(_example())
