@@ -147,9 +147,11 @@ class LoggingLevelToDictConfig:
         section = data.get("logging")
         if not isinstance(section, dict) or "level" not in section or "version" in section:
             return None
-        level = section["level"]
+        level = str(section["level"]).upper()
         del data["logging"]
-        return {"logging.root.level": str(level).upper()}
+        if level == "DEBUG":  # the libraries were only quieted above DEBUG
+            return {"logging.root.level": level, "logging.loggers": {}}
+        return {"logging.root.level": level}
 
 
 #: oldest first; an entry stays as long as files of that age may be upgraded

@@ -96,17 +96,24 @@ def test_a_text_line_about_a_conversation_carries_its_id(tmp_path: Path, restore
     assert lines[-1].endswith("bridge.outbox: no conversation here")
 
 
-def test_the_old_logging_level_still_works(tmp_path: Path, restore_logging):
+@pytest.mark.parametrize(
+    "level, libraries", [("DEBUG", logging.NOTSET), ("info", logging.WARNING)]
+)
+def test_the_old_logging_level_still_works(tmp_path: Path, restore_logging, level, libraries):
+    """`logging: {level: …}` of the first version: the root level, and the libraries quiet
+    unless it was DEBUG, as then."""
     path = tmp_path / "config.yaml"
     generate(path, tmp_path / "registration.yaml")
     text = path.read_text()
-    path.write_text(text[: text.index("# How Switchboard logs")] + "logging:\n    level: DEBUG\n")
+    path.write_text(
+        text[: text.index("# How Switchboard logs")] + f"logging:\n    level: {level}\n"
+    )
     config = load(path)
-    assert config.log_level == "DEBUG"
+    assert config.log_level == level.upper()
     configure(config)
-    assert logging.getLogger().level == logging.DEBUG
-    assert logging.getLogger("mau").level == logging.WARNING, "libraries stay quiet"
-    assert logging.getLogger("aiohttp.access").level == logging.WARNING
+    assert logging.getLogger().level == getattr(logging, level.upper())
+    assert logging.getLogger("mau").level == libraries
+    assert logging.getLogger("aiohttp.access").level == libraries
 
 
 def test_an_invalid_logging_section_is_a_config_error(restore_logging):
