@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 import types
@@ -31,15 +32,15 @@ def _describe(value: Any, secret: bool) -> str:
     elif isinstance(value, str):
         kind = "text"
     elif isinstance(value, Mapping):
-        return "a mapping"
+        kind = "a mapping"
     elif isinstance(value, list):
-        return "a list"
+        kind = "a list"
     else:
         kind = type(value).__name__
     if secret:
         return kind
-    shown = repr(value if not isinstance(value, str) else str(value))
-    return f"{shown[:60]} ({kind})"
+    shown = repr(plain(value))
+    return f"{shown if len(shown) <= 60 else shown[:57] + '...'} ({kind})"
 
 
 def _expected(hint: Any) -> str:
@@ -91,11 +92,17 @@ def convert(value: Any, hint: Any) -> Any:
             return float(value)
     elif origin is tuple:
         if isinstance(value, list):
-            return tuple(convert(v, typing.get_args(hint)[0]) for v in value)
+            try:
+                return tuple(convert(v, typing.get_args(hint)[0]) for v in value)
+            except _Wrong:
+                pass  # said of the whole list below
     elif origin is dict:
         if isinstance(value, Mapping):
             key_hint, value_hint = typing.get_args(hint)
-            return {convert(k, key_hint): convert(v, value_hint) for k, v in value.items()}
+            try:
+                return {convert(k, key_hint): convert(v, value_hint) for k, v in value.items()}
+            except _Wrong:
+                pass
     elif origin in (Union, types.UnionType):
         for alternative in typing.get_args(hint):
             try:
@@ -105,23 +112,26 @@ def convert(value: Any, hint: Any) -> Any:
     raise _Wrong(_expected(hint))
 
 
-def section_fields(cls: type) -> dict[str, Any]:
+@functools.cache
+def section_fields(cls: type) -> Mapping[str, Any]:
     """A section dataclass's fields and their types."""
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return types.MappingProxyType({f.name: hints[f.name] for f in dataclasses.fields(cls)})
 
 
-def schema() -> dict[str, Any]:
+@functools.cache
+def schema() -> Mapping[str, Any]:
     """Every key's dotted path and its type (``logging``: a free-form mapping)."""
-    keys = {
+    keys: dict[str, Any] = {
         f"{name}.{key}": hint
         for name, cls in SECTIONS.items()
         for key, hint in section_fields(cls).items()
     }
     keys[LOGGING] = dict[str, Any]
-    return keys
+    return types.MappingProxyType(keys)
 
 
+@functools.cache
 def free_form() -> frozenset[str]:
     """The mappings whose keys are the admin's (the topics, the logging dictConfig)."""
     return frozenset(k for k, hint in schema().items() if typing.get_origin(hint) is dict)

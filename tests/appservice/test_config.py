@@ -374,6 +374,21 @@ def test_a_secret_is_never_shown_in_an_error(tmp_path: Path):
     assert "12345678901234567890" not in str(e.value)
 
 
+def test_a_wrong_item_in_a_list_names_the_list_and_what_it_holds(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    generate(path, tmp_path / "registration.yaml")
+    data = plain(YAML().load(path.read_text()))
+    data["desk"]["admins"] = ["@a:example.org", 42]
+    data["portal"]["topics"] = {"general": ["not", "a", "label"]}
+    with pytest.raises(ConfigError) as e:
+        parse(data)
+    assert e.value.problems == [
+        "portal.topics: expected a mapping of text, got {'general': ['not', 'a', 'label']} "
+        "(a mapping)",
+        "desk.admins: expected a list of text, got ['@a:example.org', 42] (a list)",
+    ]
+
+
 def test_a_file_that_is_not_yaml_says_where_and_exits_2(tmp_path: Path, capsys):
     path = tmp_path / "config.yaml"
     path.write_text("homeserver:\n    address: [unclosed\n")
