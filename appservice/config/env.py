@@ -11,6 +11,7 @@ a time too (``SWITCHBOARD_PORTAL__TOPICS__SALES=Sales``).
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,12 @@ def parse_value(raw: str, hint: Any) -> Any:
         ValueError: a list or mapping that is not valid YAML.
     """
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # e.g. one secret or a list of them
+        alternatives = typing.get_args(hint)
+        listed = next((a for a in alternatives if typing.get_origin(a) is tuple), None)
+        if listed is not None and raw.lstrip().startswith("["):
+            return parse_value(raw, listed)
+        hint = str if str in alternatives else alternatives[0]
     if hint is str:
         return raw
     if hint is Any:

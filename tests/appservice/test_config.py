@@ -650,3 +650,13 @@ def test_files_of_any_layout_are_completed_without_changing_what_they_say(
 
 def _example_plain() -> Any:
     return plain(_example())
+
+
+def test_a_key_that_takes_text_or_a_list_reads_either_from_the_environment():
+    """For keys typed ``str | tuple[str, ...]`` (a secret being rotated, say)."""
+    from appservice.config.env import parse_value
+
+    hint = str | tuple[str, ...]
+    assert parse_value("0123456789", hint) == "0123456789"
+    assert parse_value("[new-secret, old-secret]", hint) == ["new-secret", "old-secret"]
+    assert convert(["a", "b"], hint) == ("a", "b") and convert("a", hint) == "a"
