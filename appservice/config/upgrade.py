@@ -327,8 +327,10 @@ def _load(text: str, path: Path | None) -> CommentedMap:
     try:
         data = _yaml().load(text)
     except YAMLError as e:
-        where = f" in {path}" if path else ""
-        raise UnreadableConfig(f"not valid YAML{where}: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UnreadableConfig(f"not valid YAML{where}: {problem}") from None
     if data is None:
         return CommentedMap()
     if not isinstance(data, CommentedMap):
