@@ -22,6 +22,8 @@ def restore_logging() -> Iterator[None]:
     handlers, level = root.handlers[:], root.level
     names = list(default_logging()["loggers"])
     levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:  # as in a new process
+        logging.getLogger(name).setLevel(logging.NOTSET)
     yield
     for handler in root.handlers[:]:
         root.removeHandler(handler)
@@ -121,3 +123,17 @@ def test_an_invalid_logging_section_is_a_config_error(restore_logging):
     section["handlers"]["console"]["formatter"] = "fancy"
     with pytest.raises(ConfigError, match="logging: not a valid logging configuration"):
         configure(section)
+
+
+def test_a_bad_logging_section_in_the_config_stops_run_with_exit_2(
+    tmp_path: Path, restore_logging, capsys
+):
+    from appservice.__main__ import main
+
+    path = tmp_path / "config.yaml"
+    generate(path, tmp_path / "registration.yaml")
+    path.write_text(path.read_text().replace("        level: INFO\n", "        level: LOUD\n"))
+    assert main(["run", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "logging: not a valid logging configuration" in err and "LOUD" in err
+    assert "Traceback" not in err
