@@ -10,22 +10,11 @@ import signal
 import sys
 from pathlib import Path
 
+from . import logs
 from .config import ConfigError, generate, load
 from .db.lockfile import DatabaseInUse
 
 log = logging.getLogger("appservice")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if level != "DEBUG":
-        # the libraries are chatty at INFO; our own INFO lines are the useful ones
-        for noisy in ("mau", "aiohttp.access", "alembic", "aiosqlite", "asyncio"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -51,8 +40,9 @@ async def run(config_path: Path) -> int:
     from .bootstrap import Switchboard
     from .startup import StartupError
 
-    config = load(config_path)
-    setup_logging(config.log_level)
+    config = load(config_path)  # upgraded in memory only: the file may be read-only
+    logs.configure(config)
+    logs.log_notes(config)
     stop = _stop_on_signals()
     switchboard = Switchboard(config)
     starting = asyncio.create_task(switchboard.start())
@@ -117,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             config = generate(args.config, args.registration)
+            for note in config.notes:
+                print(f"{'warning: ' if note.warning else ''}{note.text}")
             print(
                 f"Wrote {args.config} and {args.registration} "
                 f"(appservice id {config.appservice.id})."

@@ -15,7 +15,8 @@ import socket
 import sys
 from pathlib import Path
 
-from .__main__ import setup_logging, wait_for_stop_signal
+from . import logs
+from .__main__ import wait_for_stop_signal
 from .config import generate, load
 
 SERVER_NAME = "localhost"
@@ -59,7 +60,7 @@ async def run_demo(data_dir: Path) -> None:
     die_with_parent()  # `make demo` killed: we stop too, and take the homeserver with us
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging("WARNING")
+    logs.configure(logs.default_logging("WARNING"))
     config_path, registration = data_dir / "config.yaml", data_dir / "registration.yaml"
     homeserver = LocalHomeserver(
         data_dir / "synapse", server_name=SERVER_NAME, appservice_registrations=[registration]
@@ -79,9 +80,9 @@ async def run_demo(data_dir: Path) -> None:
                 "appservice.port": as_port,
                 "portal.port": portal_port,
                 "portal.public_url": portal_url,
-                "database.url": f"sqlite:///{data_dir / 'switchboard.db'}",
+                "database.url": "sqlite:///switchboard.db",  # next to config.yaml
                 "desk.admins": [f"@admin:{SERVER_NAME}"],
-                "logging.level": "WARNING",
+                "logging.root.level": "WARNING",
             },
         )
     credentials = _credentials(data_dir)

@@ -12,6 +12,7 @@ from typing import Any
 from mautrix.errors import IntentError, MatrixRequestError
 
 from bridge.desk import Desk
+from bridge.logcontext import about
 from bridge.model import AdvisorMxid, EventId, Presence, RoomId
 from bridge.services.rooms import RoomContext
 
@@ -53,18 +54,19 @@ class MatrixEventHandler:
         """Handle one timeline event. Transient failures raise (the homeserver retries the
         transaction); a request the homeserver refuses for good is logged and dropped, so one
         poisoned event cannot stall the desk."""
-        try:
-            await self._handle(event)
-        except (MatrixRequestError, IntentError) as e:
-            status = e.http_status if isinstance(e, MatrixRequestError) else 403
-            if not 400 <= status < 500 or status == 429:
-                raise
-            log.warning(
-                "dropping event %s: we may not react to it (%s: %s)",
-                event.get("event_id") if isinstance(event, dict) else None,
-                type(e).__name__,
-                e,
-            )
+        with about(None):  # the room's conversation, once found, tags this event's lines
+            try:
+                await self._handle(event)
+            except (MatrixRequestError, IntentError) as e:
+                status = e.http_status if isinstance(e, MatrixRequestError) else 403
+                if not 400 <= status < 500 or status == 429:
+                    raise
+                log.warning(
+                    "dropping event %s: we may not react to it (%s: %s)",
+                    event.get("event_id") if isinstance(event, dict) else None,
+                    type(e).__name__,
+                    e,
+                )
 
     async def _handle(self, event: Any) -> None:
         if not isinstance(event, dict):
@@ -148,6 +150,10 @@ class MatrixEventHandler:
 
     async def handle_ephemeral(self, event: Any) -> None:
         """Typing, receipts and presence: hints that are never the only record of anything."""
+        with about(None):
+            await self._ephemeral(event)
+
+    async def _ephemeral(self, event: Any) -> None:
         if not isinstance(event, dict) or not isinstance(event.get("content"), dict):
             return
         kind, content = event.get("type"), event["content"]

@@ -284,7 +284,7 @@ class Lab:
                 "homeserver.domain": self.server.server_name,
                 "appservice.address": f"http://127.0.0.1:{as_port}",
                 "appservice.port": as_port,
-                "logging.level": "WARNING",
+                "logging.root.level": "WARNING",
             },
         )
         self.server.start()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -31,6 +32,7 @@ from typing import Any, TypeVar
 
 from .errors import TemporarilyUnavailable
 from .events import EVENT_TYPES, DomainEvent, decode
+from .logcontext import about
 from .ports import Clock, OutboxRow, Transactions
 
 log = logging.getLogger(__name__)
@@ -274,14 +276,18 @@ class Dispatcher:
         return self._clock.now() + LEASE_SECONDS
 
     async def _execute(self, row: OutboxRow) -> None:
-        try:
-            await self._run(row)
-        except Exception:
-            # the outcome could not be written (the database went away): the lease runs out
-            # and the row is claimed again, and its handler finds its work done or not
-            log.warning(
-                "outbox row %d (%s): could not record the outcome", row.id, row.kind, exc_info=True
-            )
+        with about(_conversation_of(row)):  # the handler's log lines carry the conversation
+            try:
+                await self._run(row)
+            except Exception:
+                # the outcome could not be written (the database went away): the lease runs
+                # out and the row is claimed again, and its handler finds its work done or not
+                log.warning(
+                    "outbox row %d (%s): could not record the outcome",
+                    row.id,
+                    row.kind,
+                    exc_info=True,
+                )
 
     async def _run(self, row: OutboxRow) -> None:
         outbox = self._store.outbox
@@ -330,6 +336,14 @@ class Dispatcher:
             self._outage = False
             self.handled += 1
             await outbox.done(row.id, self._clock.now())
+
+
+def _conversation_of(row: OutboxRow) -> str | None:
+    try:
+        conversation = json.loads(row.payload).get("conversation_id")
+    except (ValueError, AttributeError):
+        return None
+    return conversation if isinstance(conversation, str) else None
 
 
 def _describe(error: BaseException) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import asyncpg
 from mautrix.util.async_db import Database
 
+from bridge.logcontext import working_on
 from bridge.model import ConversationId
 from bridge.ports import (
     ConversationView,
@@ -207,6 +208,7 @@ class PgFanout:
         task.add_done_callback(self._tasks.discard)
 
     async def _relay_message(self, conversation_id: ConversationId, seq: int) -> None:
+        working_on(conversation_id)  # a task of its own: its lines are about this conversation
         try:
             for message in await self._store.messages(conversation_id, seq - 1):
                 if message.seq == seq:

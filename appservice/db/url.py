@@ -1,8 +1,11 @@
 """One parser for Switchboard's database URLs, shared by the migrations and the runtime pool.
 
-Switchboard's configuration takes mautrix-style URLs:
+Switchboard's configuration takes SQLAlchemy-style URLs:
 
-* ``sqlite:///abs/path.db`` or ``sqlite:relative.db`` (relative to the working directory);
+* ``sqlite:///relative/path.db`` (three slashes, or ``sqlite:relative/path.db``): relative to
+  the folder of the config file, never to the working directory (``switchboard run`` may be
+  started from anywhere); ``sqlite:////abs/path.db`` (four slashes): an absolute path.
+  :func:`resolve_sqlite_url` turns the config's URL into the absolute form the runtime uses;
 * ``postgres://user:password@host:port/db`` or ``postgresql://…``, optionally with
   ``?search_path=<schema>[,<schema>…]``.
 
@@ -14,8 +17,11 @@ search path is where our tables and alembic's version table live.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from sqlalchemy.engine import URL as SqlAlchemyUrl
 from yarl import URL
@@ -84,6 +90,56 @@ class DatabaseUrl:
         return {}
 
 
+@dataclass(frozen=True)
+class ResolvedUrl:
+    """A database URL with any SQLite path made absolute; ``note`` warns of an old form."""
+
+    url: str
+    note: str | None = None
+
+
+def resolve_sqlite_url(url: str, base_dir: Path) -> ResolvedUrl:
+    """Make the path of an SQLite URL absolute, relative paths taken from ``base_dir`` (the
+    config file's folder); any other URL is returned as it is.
+
+    ``sqlite:///name.db`` used to be documented as an absolute path (``/name.db``): when the
+    file exists there and not under ``base_dir``, that file is kept, with a note saying how
+    to write the URL, so an upgrade never opens a new, empty database instead.
+
+    Raises:
+        ValueError: an SQLite URL with a host (``sqlite://file.db``) or without a file.
+    """
+    scheme, sep, rest = url.partition(":")
+    if not sep or scheme.lower() not in SQLITE_SCHEMES:
+        return ResolvedUrl(url)
+    rest, qmark, query = rest.partition("?")
+    if rest.startswith("///"):
+        path, relative = rest[3:], not rest[3:].startswith("/")
+    elif rest.startswith("//"):
+        raise ValueError(
+            f"ambiguous SQLite URL {url!r}: write sqlite:///relative/path.db (relative to the "
+            "config file) or sqlite:////absolute/path.db"
+        )
+    else:
+        path, relative = rest, not rest.startswith("/")
+    if not path or path == ":memory:":
+        raise ValueError(f"SQLite URL {url!r} needs a database file")
+    note = None
+    if relative:
+        absolute = os.path.abspath(base_dir / path)
+        legacy = "/" + path
+        if rest.startswith("///") and not os.path.exists(absolute) and os.path.exists(legacy):
+            note = (
+                f"database.url {url} is relative to the config file now ({absolute}), which "
+                f"does not exist; using the existing {legacy}. Write sqlite:///{legacy} "
+                "(four slashes) to say so."
+            )
+            absolute = legacy
+    else:
+        absolute = "/" + path.lstrip("/")
+    return ResolvedUrl(f"{scheme}:///{quote(absolute, safe='/')}{qmark}{query}", note)
+
+
 def parse_database_url(url: str) -> DatabaseUrl:
     """Parse a mautrix-style database URL.
 
@@ -105,11 +161,14 @@ def _parse_sqlite(url: str, parsed: URL) -> DatabaseUrl:
     # mautrix opens exactly ``URL(url).path``; the migrations must open the same file.
     if parsed.host:
         raise ValueError(
-            f"ambiguous SQLite URL {url!r}: write sqlite:///absolute/path.db or sqlite:relative.db"
+            f"ambiguous SQLite URL {url!r}: write sqlite:///relative/path.db (relative to the "
+            "config file) or sqlite:////absolute/path.db"
         )
     path = parsed.path
     if not path or path == "/" or path == ":memory:":
         raise ValueError(f"SQLite URL {url!r} needs a database file")
+    if path.startswith("//"):  # sqlite:////abs/path.db
+        path = "/" + path.lstrip("/")
     return DatabaseUrl(
         dialect="sqlite",
         mautrix_url=url,

@@ -16,6 +16,7 @@ from typing import AsyncIterator, Callable
 
 from ..errors import IllegalTransition
 from ..events import InviteWithdrawn, QueueChanged
+from ..logcontext import about
 from ..model import (
     AdvisorMxid,
     Conversation,
@@ -155,7 +156,8 @@ class QueueService:
         ]
         visitors = await self._store.get_visitors([c.visitor_id for c in offers + moved])
         for offer in offers:
-            log.info("offering conversation %s to %s", offer.id, offer.advisor)
+            with about(offer.id):  # one routing pass handles many conversations
+                log.info("offering conversation %s to %s", offer.id, offer.advisor)
             await self._presenter.status(offer, visitors=visitors)
         for conversation in moved:
             self._shown[conversation.id] = positions[conversation.id]
@@ -171,7 +173,8 @@ class QueueService:
         """Withdraw an offer the advisor did not take; the visitor keeps their place."""
         changed = await self.change(conversation_id, lambda c: c.skip(advisor, reason))
         if changed is not None:
-            log.info("advisor %s skipped for conversation %s", advisor, conversation_id)
+            with about(conversation_id):
+                log.info("advisor %s skipped for conversation %s", advisor, conversation_id)
         return changed is not None
 
     async def accept(self, conversation_id: ConversationId, advisor: AdvisorMxid) -> bool:
@@ -205,7 +208,8 @@ class QueueService:
         """Close the conversation. Idempotent: ending an ended conversation changes nothing."""
         ended = await self.change(conversation_id, lambda c: c.end(by, self._clock.now()), note)
         if ended is not None:
-            log.info("conversation %s ended by %s", conversation_id, by.value)
+            with about(conversation_id):
+                log.info("conversation %s ended by %s", conversation_id, by.value)
             return ended
         current = await self._store.get_conversation(conversation_id)
         if current is None:

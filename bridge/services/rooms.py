@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..errors import NotFound
+from ..logcontext import working_on
 from ..model import (
     Advisor,
     AdvisorMxid,
@@ -56,19 +57,21 @@ class RoomService:
         self._queue = queue
 
     async def conversation_in(self, room_id: RoomId) -> Conversation | None:
-        return await self._store.conversation_by_room(room_id)
+        conversation = await self._store.conversation_by_room(room_id)
+        working_on(conversation.id if conversation else None)  # for the log lines that follow
+        return conversation
 
     async def advisor_joined(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
         """An advisor who joins on the desk's offer (or a waiting visitor's room) takes the
         conversation; anyone else (a colleague's guest) is welcome and owns nothing, and one
         who joined on an invite the desk is taking back is removed by that withdrawal."""
-        conversation = await self._store.conversation_by_room(room_id)
+        conversation = await self.conversation_in(room_id)
         if conversation is not None:
             await self._queue.accept(conversation.id, advisor)
 
     async def advisor_left(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
         """Leaving while invited declines the offer; leaving an active chat hands it back."""
-        conversation = await self._store.conversation_by_room(room_id)
+        conversation = await self.conversation_in(room_id)
         if conversation is None or conversation.advisor != advisor:
             return
         if conversation.status is ConversationStatus.INVITING:
@@ -79,7 +82,7 @@ class RoomService:
     async def context(self, room_id: RoomId, sender: str) -> RoomContext:
         """Who is talking where: read once per Matrix event, for a command or a message."""
         return RoomContext(
-            await self._store.conversation_by_room(room_id),
+            await self.conversation_in(room_id),
             await self._store.get_advisor(AdvisorMxid(sender)),
         )
 
@@ -109,7 +112,7 @@ class RoomService:
         ts: float,
     ) -> Message | None:
         """A message from the room to the visitor; the event id makes it idempotent."""
-        conversation = await self._store.conversation_by_room(room_id)
+        conversation = await self.conversation_in(room_id)
         return await self._append(conversation, sender, author, event_id, body, ts)
 
     async def _append(
@@ -141,7 +144,7 @@ class RoomService:
         return message
 
     async def advisor_typing(self, room_id: RoomId, typing_users: list[str]) -> None:
-        conversation = await self._store.conversation_by_room(room_id)
+        conversation = await self.conversation_in(room_id)
         if conversation is None or conversation.status is not ConversationStatus.ACTIVE:
             return
         advisor = conversation.advisor
@@ -152,7 +155,7 @@ class RoomService:
         )
 
     async def advisor_read(self, room_id: RoomId, reader: str, event_id: EventId) -> None:
-        conversation = await self._store.conversation_by_room(room_id)
+        conversation = await self.conversation_in(room_id)
         if conversation is None or reader != conversation.advisor:
             return
         if not conversation.status.is_open:
@@ -173,7 +176,7 @@ class RoomService:
     async def advisor_close(
         self, room_id: RoomId, advisor: AdvisorMxid, name: str
     ) -> Conversation:
-        conversation = await self._store.conversation_by_room(room_id)
+        conversation = await self.conversation_in(room_id)
         if conversation is None:
             raise NotFound("This room is not a Switchboard conversation.")
         if not conversation.status.is_open:

@@ -18,6 +18,7 @@ from ..events import (
     VisitorSaid,
 )
 from ..locks import KeyedLock
+from ..logcontext import working_on
 from ..model import (
     Conversation,
     ConversationId,
@@ -156,6 +157,7 @@ class VisitorService:
             existing = await self._store.latest_conversation(visitor.id)
             assert existing is not None
             return existing, False
+        working_on(conversation.id)
         log.info("conversation %s started by visitor %s", conversation.id, visitor.id)
         return conversation, True
 
@@ -163,7 +165,9 @@ class VisitorService:
         visitor = await self._store.visitor_by_session(session_hash)
         if visitor is None:
             return None
-        return await self._store.latest_conversation(visitor.id)
+        conversation = await self._store.latest_conversation(visitor.id)
+        working_on(conversation.id if conversation else None)  # for the log lines that follow
+        return conversation
 
     async def view(self, conversation: Conversation) -> ConversationView:
         return await self._presenter.view(conversation)
@@ -263,6 +267,7 @@ class VisitorService:
         """The last page of the conversation open in this process closed. A visitor still
         queued when ``abandon_after`` has passed with no page open anywhere is dropped, so
         they do not keep ringing advisors."""
+        working_on(conversation_id)
         conversation = await self._store.get_conversation(conversation_id)
         if conversation is not None and conversation.status.is_open:
             # also while chatting: the visitor may be handed back to the queue later

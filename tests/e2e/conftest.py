@@ -53,7 +53,7 @@ def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Homeserver:
             "homeserver.domain": server.server_name,
             "appservice.address": f"http://127.0.0.1:{as_port}",
             "appservice.port": as_port,
-            "logging.level": "DEBUG",
+            "logging.root.level": "DEBUG",
         },
     )
     server.start()

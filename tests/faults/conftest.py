@@ -28,7 +28,7 @@ async def switchboard_process(homeserver, tmp_path):  # noqa: F811  (the fixture
             "database.url": f"sqlite:///{tmp_path / 'switchboard.db'}",
             "portal.port": port,
             "portal.public_url": f"http://127.0.0.1:{port}",
-            "logging.level": "INFO",
+            "logging.root.level": "INFO",
         },
     )
     process = SwitchboardProcess(config_path)

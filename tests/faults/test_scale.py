@@ -36,7 +36,7 @@ async def two_processes(homeserver, tmp_path):
                     "portal.public_url": urls[name],
                     "portal.allowed_origins": [urls[other]],
                     "desk.admins": [admin],
-                    "logging.level": "INFO",
+                    "logging.root.level": "INFO",
                 },
             )
             processes.append(SwitchboardProcess(path))

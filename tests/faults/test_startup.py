@@ -40,7 +40,7 @@ def _config(homeserver: Any, tmp_path: Path, **changes: Any) -> Path:
             "database.url": f"sqlite:///{tmp_path / 'switchboard.db'}",
             "portal.port": port,
             "portal.public_url": f"http://127.0.0.1:{port}",
-            "logging.level": "INFO",
+            "logging.root.level": "INFO",
             **changes,
         },
     )

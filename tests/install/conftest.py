@@ -164,7 +164,7 @@ def registered_config(
         {
             "portal.port": port,
             "portal.public_url": f"http://127.0.0.1:{port}",
-            "logging.level": "INFO",
+            "logging.root.level": "INFO",
             **changes,
         },
     )
