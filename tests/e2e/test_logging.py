@@ -75,7 +75,7 @@ async def test_a_conversation_logged_at_info_shows_no_secret_and_no_visitor_text
     secrets = {
         "as_token": desk.config.appservice.as_token,
         "hs_token": desk.config.appservice.hs_token,
-        "portal secret": desk.config.portal.secret,
+        "portal secret": desk.config.portal.secret[0],
         "advisor password": PASSWORD,
     }
     for what, value in {**SENTINELS, **secrets}.items():
