@@ -13,7 +13,7 @@ import pytest
 
 from appservice.bootstrap import Switchboard
 from harness.visitor import Visitor
-from tests.deploy.servers import Proxy, free_port_v4_and_v6, start_caddy, start_nginx
+from tests.deploy.servers import Proxy, free_port_v4_and_v6, need, start_caddy, start_nginx
 from tests.e2e.conftest import (  # noqa: F401  (fixtures shared with the e2e tests)
     DeskFactory,
     free_port,
@@ -61,6 +61,7 @@ async def proxied_desk(
     request: pytest.FixtureRequest, sqlite_desks: DeskFactory, tmp_path: Path  # noqa: F811
 ) -> AsyncIterator[ProxiedDesk]:
     """A desk behind the shipped nginx site or Caddyfile; one new chat a minute per address."""
+    need(request.param)  # before the desk starts
     https_port, portal_port = free_port_v4_and_v6(), free_port()
     switchboard = await sqlite_desks.start(
         portal={

@@ -18,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -130,12 +131,16 @@ class Server:
             env=self.env,
         )
         threading.Thread(target=self._read, args=(self._process,), daemon=True).start()
+
+        def seen() -> bool:
+            return any(ready in line for line in self.lines)
+
         with self._changed:
-            if not self._changed.wait_for(
-                lambda: any(ready in line for line in self.lines) or self._ended(), timeout
-            ) or not any(ready in line for line in self.lines):
-                self.stop()
-                raise AssertionError(f"{self.argv[0]} did not start:\n{self.log()}")
+            self._changed.wait_for(lambda: seen() or self._ended(), timeout)
+            started = seen()
+        if not started:
+            self.stop()
+            raise AssertionError(f"{self.argv[0]} did not start:\n{self.log()}")
 
     def _ended(self) -> bool:
         return self._process is not None and self._process.poll() is not None
@@ -289,10 +294,31 @@ def start_caddy(folder: Path, upstream: int, https_port: int) -> Proxy:
     # its listeners are up first; the certificate for 127.0.0.1 (a fresh CA each run) is the
     # last thing it needs before a visitor's TLS handshake succeeds
     server.start("certificate obtained successfully")
-    return Proxy(
+    proxy = Proxy(
         "caddy",
         f"https://127.0.0.1:{https_port}",
         f"http://127.0.0.1:{http_port}",
         folder / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt",
         server,
     )
+    # Caddy logs that line just before it puts the certificate in its cache, and logs
+    # nothing after: a handshake tells when it serves it
+    handshake(https_port, proxy.ssl_context(), server)
+    return proxy
+
+
+def handshake(port: int, context: ssl.SSLContext, server: Server, timeout: float = 10) -> None:
+    """Wait until a TLS handshake with 127.0.0.1:``port`` succeeds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1"):
+                    return
+        except (OSError, ssl.SSLError) as error:
+            if time.monotonic() > deadline:
+                server.stop()
+                raise AssertionError(
+                    f"no TLS on port {port} ({error}):\n{server.log()}"
+                ) from error
+            time.sleep(0.02)
