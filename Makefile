@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # the versions CI tested (see the file's header); every install below goes through it
 PINS   := constraints.txt
 
-.PHONY: demo test lint chromium install clean constraints
+.PHONY: demo test lint chromium deploy-tools install clean constraints
 
 $(VENV)/.demo-installed: pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
@@ -45,12 +45,25 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
+# The deploy tests run the shipped files with the distribution's nginx, Caddy and
+# systemd-analyze (tests/deploy; with CI=true a missing one fails the run).
+DEPLOY_TOOLS := nginx:nginx caddy:caddy systemd-analyze:systemd
+deploy-tools:
+	@PATH="$$PATH:/usr/sbin:/sbin"; missing=; for tool in $(DEPLOY_TOOLS); do \
+	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing the distribution's$$missing for the deploy tests …"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing >/dev/null; fi; \
+	fi
+
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check bridge appservice web_portal alembic tests harness bench
 	$(BIN)/black --check --quiet bridge appservice web_portal alembic tests harness bench
 	$(BIN)/mypy bridge appservice web_portal
 
-test: $(VENV)/.test-installed chromium lint
+test: $(VENV)/.test-installed chromium deploy-tools lint
 	$(BIN)/python -m pytest
 
 clean:

@@ -96,8 +96,10 @@ class DeskFactory:
         config = dataclasses.replace(
             base,
             database_url=url,
-            portal=dataclasses.replace(  # ``portal``: e.g. a limit a test goes past
-                base.portal, port=port, public_url=f"http://127.0.0.1:{port}", **(portal or {})
+            # ``portal``: e.g. a limit a test goes past, or the public_url of a proxy in front
+            portal=dataclasses.replace(
+                base.portal,
+                **{"port": port, "public_url": f"http://127.0.0.1:{port}", **(portal or {})},
             ),
             routing=RoutingConfig(
                 capacity=capacity,
