@@ -86,6 +86,15 @@ class Store(Protocol):
     async def set_message_event(self, message_id: MessageId, event_id: EventId) -> None:
         """Record the Matrix event that carries the message (it reached the room)."""
 
+    async def change_message(self, before: Message, after: Message) -> bool:
+        """Store ``after`` (an edit or a removal of ``before``: its body, ``edited_at`` and
+        ``removed_at``) unless the stored message is no longer ``before`` (another process
+        changed it first: False, read it again and decide anew)."""
+
+    async def changed_messages(self, conversation_id: ConversationId, up_to: int) -> list[Message]:
+        """The conversation's edited or removed messages with ``seq <= up_to``, in order: what
+        a page that has those messages may show in an older state."""
+
     # advisors
     async def save_advisor(self, advisor: Advisor) -> None: ...
     async def get_advisor(self, mxid: AdvisorMxid) -> Advisor | None: ...
@@ -247,6 +256,13 @@ class MessageEvent:
 
 
 @dataclass(frozen=True)
+class MessageChangedEvent:
+    """A message the page may show already was edited or removed (it carries the new state)."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
 class StatusEvent:
     conversation: ConversationView
 
@@ -262,7 +278,7 @@ class ReadEvent:
     up_to: int
 
 
-VisitorEvent = MessageEvent | StatusEvent | TypingEvent | ReadEvent
+VisitorEvent = MessageEvent | MessageChangedEvent | StatusEvent | TypingEvent | ReadEvent
 
 
 class VisitorChannel(Protocol):

@@ -185,6 +185,25 @@ class MemoryStore:
                 if m.id == message_id:
                     log[i] = dataclasses.replace(m, event_id=event_id)
 
+    async def change_message(self, before: Message, after: Message) -> bool:
+        log = self.messages_.get(before.conversation_id, [])
+        for i, m in enumerate(log):
+            if m.id == before.id:
+                if (m.body, m.edited_at, m.removed_at) != (
+                    before.body,
+                    before.edited_at,
+                    before.removed_at,
+                ):
+                    return False
+                log[i] = dataclasses.replace(
+                    m, body=after.body, edited_at=after.edited_at, removed_at=after.removed_at
+                )
+                return True
+        return False
+
+    async def changed_messages(self, conversation_id: ConversationId, up_to: int) -> list[Message]:
+        return [m for m in self.messages_.get(conversation_id, []) if m.seq <= up_to and m.changed]
+
     async def save_advisor(self, advisor: Advisor) -> None:
         self.advisors_[advisor.mxid] = advisor
 
