@@ -111,6 +111,8 @@ class MatrixEventHandler:
             if name:
                 await self._advisors.set_display_name(target, name[:100])
             await self._conversations.advisor_joined(room_id, advisor)
+            # now sharing a room with the desk: its presence may be asked for, and is pushed
+            await self._advisors.joined_a_room(target)
         elif membership in ("leave", "ban"):
             await self._conversations.advisor_left(room_id, advisor)
 

@@ -192,6 +192,20 @@ class AdvisorAdded(DomainEvent):
         return f"adv:{self.advisor}"
 
 
+@dataclass(frozen=True)
+class PresenceUnknown(DomainEvent):
+    """An advisor whose presence the desk does not know joined a room it shares: the
+    homeserver pushes presence only when it changes, and only to users sharing a room, so an
+    advisor online since before that is asked for once."""
+
+    coalesce: ClassVar[bool] = True
+    advisor: AdvisorMxid
+
+    @property
+    def key(self) -> str:
+        return f"adv:{self.advisor}"
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -207,6 +221,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         BotSaid,
         BotInvited,
         AdvisorAdded,
+        PresenceUnknown,
     )
 }
 

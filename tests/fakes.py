@@ -392,7 +392,8 @@ class FakeMatrixGateway:
         self.puppets_in: set[tuple[RoomId, PuppetMxid]] = set()  # joined, not left yet
         self.landed: set[str] = set()  # txn ids of sends that reached the room
         self.lose_answer_next = False
-        self.presences: dict[AdvisorMxid, Presence] = {}
+        self.presences: dict[AdvisorMxid, Presence] = {}  # unknown: not sharing a room yet
+        self.presence_asked: list[AdvisorMxid] = []
         self.fail_leaves = 0  # the puppet's leave is refused this many times
 
     def _maybe_fail(self) -> None:
@@ -471,6 +472,7 @@ class FakeMatrixGateway:
         return room
 
     async def presence(self, user: AdvisorMxid) -> Presence:
+        self.presence_asked.append(user)
         return self.presences.get(user, Presence.UNKNOWN)
 
     async def puppet_leave(self, room_id: RoomId, puppet: PuppetMxid) -> None:

@@ -9,8 +9,8 @@ import dataclasses
 import logging
 import uuid
 
-from ..events import AdvisorAdded, BotInvited, BotSaid
-from ..model import AdvisorMxid, RoomId
+from ..events import AdvisorAdded, BotInvited, BotSaid, PresenceUnknown
+from ..model import AdvisorMxid, Presence, RoomId
 from ..outbox import Attempt, Handlers, UnitOfWork
 from ..ports import MatrixGateway, Store
 from .advisors import AdvisorService
@@ -37,6 +37,7 @@ class BotService:
         handlers.register(BotSaid, self._say)
         handlers.register(BotInvited, self._join)
         handlers.register(AdvisorAdded, self._welcome)
+        handlers.register(PresenceUnknown, self._ask_presence)
 
     async def say(self, room_id: RoomId, text: str) -> None:
         """The bot posts ``text`` in the room (a notice), in order with what it said before."""
@@ -70,5 +71,14 @@ class BotService:
             await self._store.save_advisor(dataclasses.replace(advisor, control_room=room_id))
         await self._gateway.post_notice(room_id, WELCOME, f"sb-welcome-{room_id}")
         await self._advisors.presence_changed(
-            advisor.mxid, await self._gateway.presence(advisor.mxid)
+            advisor.mxid, await self._gateway.presence(advisor.mxid), unless_known=True
         )
+
+    async def _ask_presence(self, event: PresenceUnknown, attempt: Attempt) -> None:
+        """Ask the homeserver once for the presence of an advisor who now shares a room with
+        the bot; pushed changes keep it from then on (no polling)."""
+        advisor = await self._store.get_advisor(event.advisor)
+        if advisor is None or advisor.presence is not Presence.UNKNOWN:
+            return  # removed, or a push told us meanwhile
+        presence = await self._gateway.presence(advisor.mxid)
+        await self._advisors.presence_changed(advisor.mxid, presence, unless_known=True)

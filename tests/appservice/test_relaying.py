@@ -1,6 +1,7 @@
 """Matrix events as the homeserver pushes them, through the appservice's translator into the
-core (on the in-memory fakes): what an advisor's client sends reaches the visitor right, and
-what the desk itself says in the room never echoes back to the visitor."""
+core (on the in-memory fakes): what an advisor's client sends reaches the visitor right, what
+the desk itself says in the room never echoes back to the visitor, and the advisor's presence
+is known from their first join on."""
 
 from __future__ import annotations
 
@@ -16,7 +17,16 @@ from appservice.config import Config, generate
 from appservice.content import read_message, strip_reply_fallback
 from appservice.events import MatrixEventHandler
 from bridge.desk import Desk, DeskSettings, build_desk
-from bridge.model import ConversationId, EventId, Message, RoomId, RoutingSettings, Sender
+from bridge.model import (
+    AdvisorMxid,
+    ConversationId,
+    EventId,
+    Message,
+    Presence,
+    RoomId,
+    RoutingSettings,
+    Sender,
+)
 from bridge.ports import MessageChangedEvent, MessageEvent
 from tests.fakes import FakeClock, FakeMatrixGateway, FakeVisitorChannel, MemoryStore
 
@@ -271,3 +281,42 @@ def test_reply_fallbacks_are_stripped_and_only_they() -> None:
         }
     )
     assert thread is not None and thread.reply_to is None
+
+
+async def test_an_advisor_online_before_sharing_a_room_is_known_online_once_they_join(
+    room: Room,
+) -> None:
+    # online all along, but the homeserver would not say so before they shared a room with
+    # the bot, and pushes only changes: asked once, at the join
+    ana = await room.store.get_advisor(AdvisorMxid(ANA))
+    assert ana is not None and ana.presence is Presence.UNKNOWN
+    room.gateway.presences[AdvisorMxid(ANA)] = Presence.ONLINE
+    await room.push("m.room.member", {"membership": "join"}, state_key=ANA)
+    ana = await room.store.get_advisor(AdvisorMxid(ANA))
+    assert ana is not None and ana.presence is Presence.ONLINE
+
+    # from then on, what the homeserver pushes; no more questions
+    asked = len(room.gateway.presence_asked)
+    await room.events.handle_ephemeral(
+        {"type": "m.presence", "sender": ANA, "content": {"presence": "unavailable"}}
+    )
+    await room.push("m.room.member", {"membership": "join"}, state_key=ANA)
+    ana = await room.store.get_advisor(AdvisorMxid(ANA))
+    assert ana is not None and ana.presence is Presence.UNAVAILABLE
+    assert len(room.gateway.presence_asked) == asked
+
+
+async def test_a_push_that_beats_the_answer_to_our_question_wins(room: Room) -> None:
+    room.gateway.presences[AdvisorMxid(ANA)] = Presence.ONLINE  # what the question will read
+    real = room.gateway.presence
+
+    async def slow_answer(user: AdvisorMxid) -> Presence:
+        answer = await real(user)
+        # meanwhile the advisor went away and the homeserver pushed it
+        await room.core.advisors.presence_changed(ANA, Presence.OFFLINE)
+        return answer
+
+    room.gateway.presence = slow_answer  # type: ignore[method-assign]
+    await room.push("m.room.member", {"membership": "join"}, state_key=ANA)
+    ana = await room.store.get_advisor(AdvisorMxid(ANA))
+    assert ana is not None and ana.presence is Presence.OFFLINE
