@@ -87,6 +87,21 @@ class ConversationEnded(DomainEvent):
 
 
 @dataclass(frozen=True)
+class AdvisorArrived(DomainEvent):
+    """The advisor joined and owns the conversation (at ``version``): one on another
+    homeserver gets the form's answers posted again, since their client shows nothing from
+    before their join without scrolling back. After the room's earlier rows (form, texts)."""
+
+    conversation_id: ConversationId
+    advisor: AdvisorMxid
+    version: int
+
+    @property
+    def key(self) -> str:
+        return f"c:{self.conversation_id}"
+
+
+@dataclass(frozen=True)
 class Offered(DomainEvent):
     """The advisor is invited to the room (version: of the conversation when offered)."""
 
@@ -213,6 +228,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         VisitorEntered,
         VisitorSaid,
         ConversationEnded,
+        AdvisorArrived,
         Offered,
         InviteWithdrawn,
         QueueChanged,

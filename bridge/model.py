@@ -188,7 +188,10 @@ class Conversation:
         active = self._next(
             status=ConversationStatus.ACTIVE, advisor=advisor, invite_deadline=None, skipped=()
         )
-        return active, [events.QueueChanged()]
+        return active, [
+            events.AdvisorArrived(self.id, advisor, active.version),
+            events.QueueChanged(),
+        ]
 
     def skip(self, advisor: AdvisorMxid, reason: str) -> Transition:
         """``advisor`` did not take the offer: it is withdrawn and the visitor waits again,

@@ -235,6 +235,11 @@ class MatrixGateway(Protocol):
     async def presence(self, user: AdvisorMxid) -> Presence:
         """The user's Matrix presence as the homeserver knows it now."""
 
+    def is_local(self, user: AdvisorMxid) -> bool:
+        """Whether the user's account is on the desk's homeserver. One on another server sees
+        nothing of a room from before their join until their client scrolls back (their server
+        gets the room's state with the join, not its timeline)."""
+
 
 @dataclass(frozen=True)
 class ConversationView:

@@ -394,6 +394,7 @@ class FakeMatrixGateway:
         self.lose_answer_next = False
         self.presences: dict[AdvisorMxid, Presence] = {}  # unknown: not sharing a room yet
         self.presence_asked: list[AdvisorMxid] = []
+        self.remote_servers: tuple[str, ...] = (":elsewhere",)  # other homeservers' users
         self.fail_leaves = 0  # the puppet's leave is refused this many times
 
     def _maybe_fail(self) -> None:
@@ -474,6 +475,9 @@ class FakeMatrixGateway:
     async def presence(self, user: AdvisorMxid) -> Presence:
         self.presence_asked.append(user)
         return self.presences.get(user, Presence.UNKNOWN)
+
+    def is_local(self, user: AdvisorMxid) -> bool:
+        return not user.endswith(self.remote_servers)
 
     async def puppet_leave(self, room_id: RoomId, puppet: PuppetMxid) -> None:
         if self.fail_leaves > 0:

@@ -70,9 +70,7 @@ class BotService:
             room_id = await self._gateway.open_direct_chat(advisor.mxid)
             await self._store.save_advisor(dataclasses.replace(advisor, control_room=room_id))
         await self._gateway.post_notice(room_id, WELCOME, f"sb-welcome-{room_id}")
-        await self._advisors.presence_changed(
-            advisor.mxid, await self._gateway.presence(advisor.mxid), unless_known=True
-        )
+        await self._ask_presence_of(advisor.mxid)
 
     async def _ask_presence(self, event: PresenceUnknown, attempt: Attempt) -> None:
         """Ask the homeserver once for the presence of an advisor who now shares a room with
@@ -80,5 +78,10 @@ class BotService:
         advisor = await self._store.get_advisor(event.advisor)
         if advisor is None or advisor.presence is not Presence.UNKNOWN:
             return  # removed, or a push told us meanwhile
-        presence = await self._gateway.presence(advisor.mxid)
-        await self._advisors.presence_changed(advisor.mxid, presence, unless_known=True)
+        await self._ask_presence_of(advisor.mxid)
+
+    async def _ask_presence_of(self, advisor: AdvisorMxid) -> None:
+        # unknown if our homeserver has not heard of them yet (a user of another server whose
+        # server has not sent their presence yet): it will be pushed to us when it does
+        presence = await self._gateway.presence(advisor)
+        await self._advisors.presence_changed(advisor, presence, unless_known=True)

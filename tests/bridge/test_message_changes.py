@@ -150,3 +150,40 @@ async def test_an_edit_commits_with_the_mark_of_the_matrix_event_that_caused_it(
     finally:
         CAUSE.reset(token)
     assert cause.recorded and "$edit-event" in desk.store.handled_events
+
+
+REMOTE = AdvisorMxid("@rita:elsewhere")
+
+
+async def test_an_advisor_from_another_server_gets_the_forms_answers_again_once_joined(desk):
+    # their server gets the room's state with the join, not its timeline: the form's answers
+    # and the visitor's first words would be out of sight until they scroll back
+    await desk.advisor(REMOTE)
+    conversation, _ = await desk.conversations.start("s1", FORM)
+    room = conversation.room_id
+    notices = len(desk.gateway.of("notice"))
+
+    await desk.conversations.advisor_joined(room, REMOTE)
+
+    (brief,) = desk.gateway.of("notice")[notices:]
+    assert brief[1] == room
+    for line in ("New visitor: Vera", "Email: vera@example.org", "Topic: Billing", "Message: Hi!"):
+        assert line in brief[2]
+    # a local advisor's client shows the room's recent history with the join: nothing again
+    await desk.conversations.visitor_end("s1")
+    await desk.advisor(A)
+    again, _ = await desk.conversations.start("s1", FORM)
+    notices = len(desk.gateway.of("notice"))
+    await desk.conversations.advisor_joined(again.room_id, A)
+    assert desk.gateway.of("notice")[notices:] == []
+
+
+async def test_the_answers_are_posted_again_when_the_advisor_takes_the_chat_again(desk):
+    await desk.advisor(REMOTE)
+    conversation, _ = await desk.conversations.start("s1", FORM)
+    room = conversation.room_id
+    await desk.conversations.advisor_joined(room, REMOTE)
+    await desk.conversations.advisor_left(room, REMOTE)  # handed back...
+    await desk.conversations.advisor_joined(room, REMOTE)  # ...and taken again
+    briefs = [n for n in desk.gateway.of("notice") if "Message: Hi!" in n[2]]
+    assert len(briefs) == 2
