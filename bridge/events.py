@@ -218,7 +218,8 @@ class PresenceUnknown(DomainEvent):
 
     @property
     def key(self) -> str:
-        return f"adv:{self.advisor}"
+        # not adv:<mxid>: coalescing goes by key, and must not swallow it behind a welcome
+        return f"presence:{self.advisor}"
 
 
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
