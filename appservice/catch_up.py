@@ -35,7 +35,9 @@ MARGIN = 60.0  # seconds before the last push: events may wait that long behind 
 PAGE = 100
 MAX_PAGES = 20  # per room and catch-up: 2,000 events, far more than a chat has in minutes
 UNAVAILABLE = {502, 503, 504}
-EVENT_TYPES = ["m.room.message", "m.room.member"]  # what the desk reacts to (not ephemerals)
+# what the desk reacts to (not ephemerals): messages (edits and notices among them), joins and
+# leaves, and removals
+EVENT_TYPES = ["m.room.message", "m.room.member", "m.room.redaction"]
 
 
 class HomeserverWatch:
@@ -167,7 +169,7 @@ class CatchUp:
             return []
 
     async def _events_since(self, room_id: RoomId, since_ms: int) -> list[dict[str, Any]]:
-        """The room's message and membership events at or after ``since_ms``, oldest first."""
+        """The room's events of ``EVENT_TYPES`` at or after ``since_ms``, oldest first."""
         found: list[dict[str, Any]] = []
         query = {"dir": "b", "limit": str(PAGE), "filter": json.dumps({"types": EVENT_TYPES})}
         for _ in range(MAX_PAGES):

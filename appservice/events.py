@@ -18,10 +18,12 @@ from bridge.services.rooms import RoomContext
 
 from .commands import CommandContext, CommandRegistry, Role
 from .config import Config
+from .content import read_message
 
 log = logging.getLogger(__name__)
 
-RELAYED_MSGTYPES = {"m.text", "m.emote"}
+# notices too: an advisor's client or bot may send them (the desk's own never echo: _ours)
+RELAYED_MSGTYPES = {"m.text", "m.emote", "m.notice"}
 PRESENCE = {p.value: p for p in Presence}
 
 
@@ -76,14 +78,22 @@ class MatrixEventHandler:
         if not kind or not room_id or not sender or not isinstance(content, dict):
             log.debug("ignoring malformed event %r", event.get("event_id"))
             return
+        ts = event.get("origin_server_ts")
+        ts = ts / 1000 if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
         if kind == "m.room.member":
             await self._member(RoomId(room_id), sender, _str(event.get("state_key")), content)
         elif kind == "m.room.message" and not self._ours(sender):
             event_id = _str(event.get("event_id"))
-            ts = event.get("origin_server_ts")
-            ts = ts / 1000 if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
             if event_id:
                 await self._message(RoomId(room_id), sender, EventId(event_id), content, ts)
+        elif kind == "m.room.redaction":
+            # the homeserver checked that the sender may; rooms v11+ carry the target in the
+            # content, older ones at the top level
+            target = _str(content.get("redacts")) or _str(event.get("redacts"))
+            if target:
+                await self._conversations.message_removed(
+                    RoomId(room_id), EventId(target), ts or 0.0
+                )
 
     async def _member(
         self, room_id: RoomId, sender: str, target: str | None, content: dict[str, Any]
@@ -103,6 +113,8 @@ class MatrixEventHandler:
             if name:
                 await self._advisors.set_display_name(target, name[:100])
             await self._conversations.advisor_joined(room_id, advisor)
+            # now sharing a room with the desk: its presence may be asked for, and is pushed
+            await self._advisors.joined_a_room(target)
         elif membership in ("leave", "ban"):
             await self._conversations.advisor_left(room_id, advisor)
 
@@ -114,20 +126,26 @@ class MatrixEventHandler:
         content: dict[str, Any],
         ts: float | None,
     ) -> None:
-        body = _str(content.get("body"))
-        msgtype = _str(content.get("msgtype"))
-        if body is None or msgtype is None:
+        said = read_message(content)
+        if said is None or said.msgtype not in RELAYED_MSGTYPES:
             return
-        relates = content.get("m.relates_to")
-        if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
-            return  # edits: the visitor already has the original
         context = await self._conversations.context(room_id, sender)
-        if msgtype == "m.text" and body.startswith("!"):
-            await self._command(room_id, sender, body, context)
-            return
-        if msgtype in RELAYED_MSGTYPES:
+        emote = said.msgtype == "m.emote"
+        if said.replaces is not None:
+            await self._conversations.advisor_edited(
+                context, AdvisorMxid(sender), said.replaces, said.body, ts or 0.0, emote=emote
+            )
+        elif said.msgtype == "m.text" and said.body.startswith("!"):
+            await self._command(room_id, sender, said.body, context)
+        else:
             await self._conversations.advisor_said(
-                context, AdvisorMxid(sender), event_id, body, ts or 0.0, emote=msgtype == "m.emote"
+                context,
+                AdvisorMxid(sender),
+                event_id,
+                said.body,
+                ts or 0.0,
+                emote=emote,
+                reply_to=said.reply_to,
             )
 
     async def _command(

@@ -253,7 +253,15 @@ class MautrixGateway:
             found = await self.bot.get_presence(UserID(user))
         except MForbidden:
             return Presence.UNKNOWN  # not shared with us until they share a room with the bot
+        if found.presence.value == "offline" and found.last_active_ago is None:
+            # never active as far as our homeserver knows: what Synapse answers for a user of
+            # another server it has heard nothing of yet (their server sends it soon, and it is
+            # pushed to us then). "offline" would hand their visitors back.
+            return Presence.UNKNOWN
         return PRESENCES.get(found.presence.value, Presence.UNKNOWN)
+
+    def is_local(self, user: AdvisorMxid) -> bool:
+        return user.endswith(f":{self._config.homeserver.domain}")
 
     @_classified
     async def puppet_leave(self, room_id: RoomId, puppet: PuppetMxid) -> None:

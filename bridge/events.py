@@ -93,6 +93,21 @@ class ConversationEnded(DomainEvent):
 
 
 @dataclass(frozen=True)
+class AdvisorArrived(DomainEvent):
+    """The advisor joined and owns the conversation (at ``version``): one on another
+    homeserver gets the form's answers posted again, since their client shows nothing from
+    before their join without scrolling back. After the room's earlier rows (form, texts)."""
+
+    conversation_id: ConversationId
+    advisor: AdvisorMxid
+    version: int
+
+    @property
+    def key(self) -> str:
+        return f"c:{self.conversation_id}"
+
+
+@dataclass(frozen=True)
 class Offered(DomainEvent):
     """The advisor is invited to the room (version: of the conversation when offered)."""
 
@@ -213,6 +228,21 @@ class AdvisorAdded(DomainEvent):
         return f"adv:{self.advisor}"
 
 
+@dataclass(frozen=True)
+class PresenceUnknown(DomainEvent):
+    """An advisor whose presence the desk does not know joined a room it shares: the
+    homeserver pushes presence only when it changes, and only to users sharing a room, so an
+    advisor online since before that is asked for once."""
+
+    coalesce: ClassVar[bool] = True
+    advisor: AdvisorMxid
+
+    @property
+    def key(self) -> str:
+        # not adv:<mxid>: coalescing goes by key, and must not swallow it behind a welcome
+        return f"presence:{self.advisor}"
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -220,6 +250,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         VisitorEntered,
         VisitorSaid,
         ConversationEnded,
+        AdvisorArrived,
         Offered,
         InviteWithdrawn,
         QueueChanged,
@@ -228,6 +259,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         BotSaid,
         BotInvited,
         AdvisorAdded,
+        PresenceUnknown,
     )
 }
 

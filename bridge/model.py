@@ -188,7 +188,10 @@ class Conversation:
         active = self._next(
             status=ConversationStatus.ACTIVE, advisor=advisor, invite_deadline=None, skipped=()
         )
-        return active, [events.QueueChanged()]
+        return active, [
+            events.AdvisorArrived(self.id, advisor, active.version),
+            events.QueueChanged(),
+        ]
 
     def skip(self, advisor: AdvisorMxid, reason: str) -> Transition:
         """``advisor`` did not take the offer: it is withdrawn and the visitor waits again,
@@ -234,7 +237,13 @@ MAX_CAPACITY = 50
 
 @dataclass(frozen=True)
 class Message:
-    """One line of a transcript. ``seq`` orders a conversation's messages from 1."""
+    """One line of a transcript. ``seq`` orders a conversation's messages from 1.
+
+    An advisor may edit their message in Matrix (``body`` is then the latest text, and
+    ``edited_at`` when it was written) or remove it (``removed_at``; the text is erased, the
+    line stays to show that something was said and taken back). A reply names the message it
+    answers by ``reply_to`` (its seq), so the quote follows that message's edits and removal.
+    """
 
     id: MessageId
     conversation_id: ConversationId
@@ -246,6 +255,35 @@ class Message:
     client_id: str | None = None  # the visitor's idempotency key
     event_id: EventId | None = None  # the Matrix event that carries it
     txn_id: str | None = None  # the globally unique txn id of our send to Matrix
+    author_id: str | None = None  # the Matrix user who wrote an advisor's message
+    reply_to: int | None = None  # seq of the message this one answers
+    edited_at: float | None = None
+    removed_at: float | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Edited or removed since it was first shown."""
+        return self.edited_at is not None or self.removed_at is not None
+
+    # transitions: each returns the changed message, or None when nothing changes (an edit
+    # or removal seen twice, an edit older than the text shown, anything after a removal)
+
+    def edit(self, by: str, body: str, at: float) -> Message | None:
+        """``by`` wrote ``body`` instead, at ``at``: only an advisor's own message changes
+        (Matrix lets anyone send an edit; clients show only the author's)."""
+        if self.sender is not Sender.ADVISOR or self.author_id not in (by, None):
+            return None
+        if self.removed_at is not None or (self.edited_at is not None and at < self.edited_at):
+            return None
+        if body == self.body:
+            return None
+        return dataclasses.replace(self, body=body, edited_at=at)
+
+    def remove(self, at: float) -> Message | None:
+        """Taken back at ``at``: the text is erased, the fact and time are kept."""
+        if self.removed_at is not None:
+            return None
+        return dataclasses.replace(self, body="", removed_at=at)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,15 @@ class Messages(Protocol):
     async def set_message_event(self, message_id: MessageId, event_id: EventId) -> None:
         """Record the Matrix event that carries the message (it reached the room)."""
 
+    async def change_message(self, before: Message, after: Message) -> bool:
+        """Store ``after`` (an edit or a removal of ``before``: its body, ``edited_at`` and
+        ``removed_at``) unless the stored message is no longer ``before`` (another process
+        changed it first: False, read it again and decide anew)."""
+
+    async def changed_messages(self, conversation_id: ConversationId, up_to: int) -> list[Message]:
+        """The conversation's edited or removed messages with ``seq <= up_to``, in order: what
+        a page that has those messages may show in an older state."""
+
 
 class Advisors(Protocol):
     """The advisor aggregate: availability, presence, capacity, direct chat."""
@@ -267,6 +276,11 @@ class MatrixGateway(Protocol):
     async def presence(self, user: AdvisorMxid) -> Presence:
         """The user's Matrix presence as the homeserver knows it now."""
 
+    def is_local(self, user: AdvisorMxid) -> bool:
+        """Whether the user's account is on the desk's homeserver. One on another server sees
+        nothing of a room from before their join until their client scrolls back (their server
+        gets the room's state with the join, not its timeline)."""
+
 
 @dataclass(frozen=True)
 class ConversationView:
@@ -288,6 +302,13 @@ class MessageEvent:
 
 
 @dataclass(frozen=True)
+class MessageChangedEvent:
+    """A message the page may show already was edited or removed (it carries the new state)."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
 class StatusEvent:
     conversation: ConversationView
 
@@ -303,7 +324,7 @@ class ReadEvent:
     up_to: int
 
 
-VisitorEvent = MessageEvent | StatusEvent | TypingEvent | ReadEvent
+VisitorEvent = MessageEvent | MessageChangedEvent | StatusEvent | TypingEvent | ReadEvent
 
 
 class VisitorChannel(Protocol):

@@ -387,6 +387,42 @@ class AdvisorClient:
         """Send an m.notice message; return its event id."""
         return await self._send(room_id, {"msgtype": "m.notice", "body": body})
 
+    async def edit(self, room_id: str, event_id: str, body: str) -> str:
+        """Replace the text of our message ``event_id`` (as Element sends an edit)."""
+        return await self._send(
+            room_id,
+            {
+                "msgtype": "m.text",
+                "body": " * " + body,
+                "m.new_content": {"msgtype": "m.text", "body": body},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+            },
+        )
+
+    async def reply(self, room_id: str, to: RoomMessage, body: str) -> str:
+        """Answer ``to`` with ``body``, with the reply fallback clients sent before Matrix
+        1.13 (a quote of ``to`` in both the plain and the HTML body)."""
+        quoted = getattr(to, "body", "")
+        return await self._send(
+            room_id,
+            {
+                "msgtype": "m.text",
+                "body": "> <%s> %s\n\n%s" % (to.sender, quoted.replace("\n", "\n> "), body),
+                "format": "org.matrix.custom.html",
+                "formatted_body": (
+                    '<mx-reply><blockquote><a href="https://matrix.to/#/%s/%s">In reply to</a>'
+                    ' <a href="https://matrix.to/#/%s">%s</a><br>%s</blockquote></mx-reply>%s'
+                    % (room_id, to.event_id, to.sender, to.sender, quoted, body)
+                ),
+                "m.relates_to": {"m.in_reply_to": {"event_id": to.event_id}},
+            },
+        )
+
+    async def redact(self, room_id: str, event_id: str, reason: str | None = None) -> str:
+        """Remove (redact) an event; return the redaction's event id."""
+        response = await self.client.room_redact(room_id, event_id, reason)
+        return str(_no_error(response, "redact %s" % event_id).event_id)
+
     async def set_typing(self, room_id: str, typing: bool, *, timeout_ms: int = 30_000) -> None:
         """Start or stop typing in the room."""
         response = await self.client.room_typing(room_id, typing, timeout=timeout_ms)

@@ -143,6 +143,33 @@ class Visitor:
     def messages(self) -> list[dict[str, Any]]:
         return [f["message"] for f in self.frames if f.get("type") == "message"]
 
+    def shown(self) -> dict[int, dict[str, Any]]:
+        """Each message by seq as a page shows it after every frame so far: edits and
+        removals (``update`` frames) applied, the newest state winning as on the page."""
+
+        def rank(m: dict[str, Any]) -> tuple[int, str]:
+            if m.get("removed_at"):
+                return (2, m["removed_at"])
+            return (1, m["edited_at"]) if m.get("edited_at") else (0, "")
+
+        seen: dict[int, dict[str, Any]] = {}
+        for frame in self.frames:
+            if frame.get("type") in ("message", "update"):
+                m = frame["message"]
+                if m["seq"] not in seen or rank(m) >= rank(seen[m["seq"]]):
+                    seen[m["seq"]] = m
+        return seen
+
+    async def wait_shown(
+        self,
+        predicate: Callable[[dict[int, dict[str, Any]]], bool],
+        what: str,
+        timeout: float = 10,
+    ) -> dict[int, dict[str, Any]]:
+        """Wait until what the page shows (see :meth:`shown`) satisfies ``predicate``."""
+        await self.wait_for(lambda _: predicate(self.shown()), timeout, what)
+        return self.shown()
+
     async def close(self) -> None:
         await self.disconnect()
         await self.http.close()

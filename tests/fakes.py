@@ -194,6 +194,25 @@ class MemoryStore:
                 if m.id == message_id:
                     log[i] = dataclasses.replace(m, event_id=event_id)
 
+    async def change_message(self, before: Message, after: Message) -> bool:
+        log = self.messages_.get(before.conversation_id, [])
+        for i, m in enumerate(log):
+            if m.id == before.id:
+                if (m.body, m.edited_at, m.removed_at) != (
+                    before.body,
+                    before.edited_at,
+                    before.removed_at,
+                ):
+                    return False
+                log[i] = dataclasses.replace(
+                    m, body=after.body, edited_at=after.edited_at, removed_at=after.removed_at
+                )
+                return True
+        return False
+
+    async def changed_messages(self, conversation_id: ConversationId, up_to: int) -> list[Message]:
+        return [m for m in self.messages_.get(conversation_id, []) if m.seq <= up_to and m.changed]
+
     async def save_advisor(self, advisor: Advisor) -> None:
         self.advisors_[advisor.mxid] = advisor
 
@@ -393,7 +412,9 @@ class FakeMatrixGateway:
         self.puppets_in: set[tuple[RoomId, PuppetMxid]] = set()  # joined, not left yet
         self.landed: set[str] = set()  # txn ids of sends that reached the room
         self.lose_answer_next = False
-        self.presences: dict[AdvisorMxid, Presence] = {}
+        self.presences: dict[AdvisorMxid, Presence] = {}  # unknown: not sharing a room yet
+        self.presence_asked: list[AdvisorMxid] = []
+        self.remote_servers: tuple[str, ...] = (":elsewhere",)  # other homeservers' users
         self.fail_leaves = 0  # the puppet's leave is refused this many times
 
     def _maybe_fail(self) -> None:
@@ -482,7 +503,11 @@ class FakeMatrixGateway:
         return room
 
     async def presence(self, user: AdvisorMxid) -> Presence:
+        self.presence_asked.append(user)
         return self.presences.get(user, Presence.UNKNOWN)
+
+    def is_local(self, user: AdvisorMxid) -> bool:
+        return not user.endswith(self.remote_servers)
 
     async def puppet_leave(self, room_id: RoomId, puppet: PuppetMxid) -> None:
         if self.fail_leaves > 0:

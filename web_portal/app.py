@@ -264,10 +264,12 @@ async def get_conversation(request: web.Request) -> web.Response:
     if current is None:
         return web.json_response({"conversation": None, "messages": []})
     history = await conversations.history(current.id, since)
+    # with the messages up to `since` that were edited or removed: the page may show them older
+    changed = await conversations.changes(current.id, since)
     return web.json_response(
         {
             "conversation": view_json(await conversations.view(current)),
-            "messages": [message_json(m) for m in history],
+            "messages": [message_json(m) for m in changed + history],
         }
     )
 
@@ -354,7 +356,13 @@ async def _open_conversation(
     subscriber = Subscriber(ws)
     hub.subscribe(current.id, subscriber)  # before the backlog: nothing falls in between
     try:
+        # what changed in the messages the page has (it may have missed the update), then
+        # the messages it has not
         backlog = [
+            {"type": "update", "message": message_json(m)}
+            for m in await conversations.changes(current.id, since)
+        ]
+        backlog += [
             {"type": "message", "message": message_json(m)}
             for m in await conversations.history(current.id, since)
         ]

@@ -14,7 +14,14 @@ from typing import Any
 from aiohttp import web
 
 from bridge.model import ConversationId
-from bridge.ports import MessageEvent, ReadEvent, StatusEvent, TypingEvent, VisitorEvent
+from bridge.ports import (
+    MessageChangedEvent,
+    MessageEvent,
+    ReadEvent,
+    StatusEvent,
+    TypingEvent,
+    VisitorEvent,
+)
 
 from .serialize import message_json, view_json
 
@@ -28,6 +35,9 @@ CLOSE_TOO_SLOW = 1013  # "try again later": the page reconnects and reads the ba
 def event_json(event: VisitorEvent) -> dict[str, Any]:
     if isinstance(event, MessageEvent):
         return {"type": "message", "message": message_json(event.message)}
+    if isinstance(event, MessageChangedEvent):
+        # not "message": the page has that seq already and would ignore it
+        return {"type": "update", "message": message_json(event.message)}
     if isinstance(event, StatusEvent):
         return {"type": "status", "conversation": view_json(event.conversation)}
     if isinstance(event, TypingEvent):

@@ -82,7 +82,9 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                 "How a visitor's page talks to Switchboard. GET /api/session first: it sets the "
                 "httponly session cookie and returns the CSRF token that every POST must send "
                 "in X-CSRF-Token. Live events arrive on the websocket GET /api/ws?since=<seq> "
-                "as JSON frames: {type: message, message}, {type: status, conversation}, "
+                "as JSON frames: {type: message, message}, {type: update, message} (an "
+                "edit or removal of a message the page may have; with `since`, the backlog "
+                "starts with the changes of messages up to it), {type: status, conversation}, "
                 "{type: typing, typing, name}, {type: read, up_to}; the client may send "
                 "{type: ping}. The websocket only accepts the portal's own Origin. Texts "
                 "are kept as sent except that control and format characters are removed and "
@@ -159,6 +161,26 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                         "body": {"type": "string"},
                         "ts": {"type": "string", "format": "date-time"},
                         "client_id": {"type": "string", "nullable": True},
+                        "reply_to": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "nullable": True,
+                            "description": "The seq of the message this one answers (shown "
+                            "as a quote of it)",
+                        },
+                        "edited_at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "nullable": True,
+                            "description": "When the body was last edited (it is the latest)",
+                        },
+                        "removed_at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "nullable": True,
+                            "description": "When the message was removed (the body is then "
+                            "empty and the page shows nothing of it)",
+                        },
                     },
                 },
                 "ConversationWithMessages": {
@@ -207,7 +229,8 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                             "name": "since",
                             "in": "query",
                             "required": False,
-                            "description": "Only the messages after this seq; 0 (default): all",
+                            "description": "Only the messages after this seq, and those up "
+                            "to it that were edited or removed; 0 (default): all",
                             "schema": {"type": "integer", "minimum": 0},
                         }
                     ],

@@ -22,6 +22,9 @@ def message_json(message: Message) -> dict[str, Any]:
         "body": message.body,
         "ts": iso(message.ts),
         "client_id": message.client_id if message.sender.value == "visitor" else None,
+        "reply_to": message.reply_to,
+        "edited_at": None if message.edited_at is None else iso(message.edited_at),
+        "removed_at": None if message.removed_at is None else iso(message.removed_at),
     }
 
 

@@ -2,7 +2,8 @@
 
 Every process publishes a visitor's events with NOTIFY and hands what it hears to the pages
 open in it, so any portal process can serve any visitor. Messages travel as a reference (the
-conversation and seq; the text is read from the database) because NOTIFY payloads are small.
+conversation and seq, or the message id of an edit or removal; the text is read from the
+database) because NOTIFY payloads are small.
 Every few seconds each process also announces which conversations are open in its pages, so a
 queued visitor watching from another process is not taken for gone.
 """
@@ -22,9 +23,10 @@ import asyncpg
 from mautrix.util.async_db import Database
 
 from bridge.logcontext import working_on
-from bridge.model import ConversationId
+from bridge.model import ConversationId, MessageId
 from bridge.ports import (
     ConversationView,
+    MessageChangedEvent,
     MessageEvent,
     ReadEvent,
     StatusEvent,
@@ -164,6 +166,8 @@ class PgFanout:
     async def publish(self, conversation_id: ConversationId, event: VisitorEvent) -> None:
         if isinstance(event, MessageEvent):
             await self._notify({"c": conversation_id, "m": event.message.seq})
+        elif isinstance(event, MessageChangedEvent):
+            await self._notify({"c": conversation_id, "u": event.message.id})
         else:
             await self._notify({"c": conversation_id, "h": _hint_json(event)})
 
@@ -197,6 +201,8 @@ class PgFanout:
                 return  # nobody here has that page open
             if "h" in note:
                 self._spawn(self._hub.publish(conversation_id, _hint_from_json(note["h"])))
+            elif "u" in note:
+                self._spawn(self._relay_change(conversation_id, MessageId(str(note["u"]))))
             else:
                 self._spawn(self._relay_message(conversation_id, int(note["m"])))
         except (ValueError, KeyError, TypeError):
@@ -206,6 +212,15 @@ class PgFanout:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _relay_change(self, conversation_id: ConversationId, message_id: MessageId) -> None:
+        try:
+            message = await self._store.get_message(message_id)
+            if message is not None and message.conversation_id == conversation_id:
+                await self._hub.publish(conversation_id, MessageChangedEvent(message))
+        except Exception:
+            # the page still gets it: changed messages are sent again when it reconnects
+            log.warning("could not relay a change in %s", conversation_id, exc_info=True)
 
     async def _relay_message(self, conversation_id: ConversationId, seq: int) -> None:
         working_on(conversation_id)  # a task of its own: its lines are about this conversation

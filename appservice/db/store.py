@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from mautrix.util.async_db import Connection, Database, Scheme
+from mautrix.util.async_db import Database, Scheme
 
 from bridge.model import (
     Advisor,
@@ -27,9 +27,6 @@ from bridge.model import (
     Conversation,
     ConversationId,
     ConversationStatus,
-    EventId,
-    Message,
-    MessageId,
     Presence,
     RoomId,
     Sender,
@@ -37,6 +34,7 @@ from bridge.model import (
     VisitorId,
 )
 
+from .messages import SqlMessages, transaction_connection
 from .outbox import SqlOutbox
 
 Row = Any  # sqlite3.Row or asyncpg.Record: both are read by column name
@@ -47,13 +45,7 @@ CONVERSATION_COLUMNS = (
     "invite_deadline, skipped, read_up_to, ended_at, ended_by, version"
 )
 VISITORS_PER_QUERY = 500  # within every SQLite's limit of bound parameters
-MESSAGE_COLUMNS = "id, conversation_id, seq, sender, author, body, ts, client_id, event_id, txn_id"
 ADVISOR_COLUMNS = "mxid, available, presence, capacity, display_name, control_room"
-
-# How often add_message recomputes ``seq`` after losing a race for it. On PostgreSQL the
-# conversation row lock makes losing impossible for writers that go through this class; the
-# loop is the safety net for anything else that inserts messages.
-SEQ_ATTEMPTS = 5
 
 
 def _visitor_from_row(row: Row) -> Visitor:
@@ -105,21 +97,6 @@ def _conversation_params(c: Conversation) -> tuple[Any, ...]:
     )
 
 
-def _message_from_row(row: Row) -> Message:
-    return Message(
-        id=MessageId(row["id"]),
-        conversation_id=ConversationId(row["conversation_id"]),
-        seq=row["seq"],
-        sender=Sender(row["sender"]),
-        author=row["author"],
-        body=row["body"],
-        ts=row["ts"],
-        client_id=row["client_id"],
-        event_id=row["event_id"],
-        txn_id=row["txn_id"],
-    )
-
-
 def _advisor_from_row(row: Row) -> Advisor:
     return Advisor(
         mxid=AdvisorMxid(row["mxid"]),
@@ -131,20 +108,7 @@ def _advisor_from_row(row: Row) -> Advisor:
     )
 
 
-@asynccontextmanager
-async def transaction_connection(db: Database) -> AsyncIterator[Connection]:
-    """A connection in a transaction, published to mautrix's context variable.
-
-    Calls through ``db`` inside the block reuse it (``Database.acquire`` looks there first), so
-    they commit or roll back together; inside another transaction this nests (a savepoint on
-    PostgreSQL, a no-op on SQLite).
-    """
-    conn: Connection  # mautrix annotates acquire() as returning the connection itself
-    async with db.acquire() as conn, conn.transaction():
-        yield conn
-
-
-class SqlStore:
+class SqlStore(SqlMessages):
     """:class:`bridge.ports.Store` on a started mautrix ``Database`` (see ``open_database``).
 
     Args:
@@ -332,86 +296,6 @@ class SqlStore:
             f"ORDER BY created_at, id{self._by_code_point}"
         )
         return [_conversation_from_row(row) for row in rows]
-
-    # messages
-
-    async def add_message(self, message: Message) -> tuple[Message, bool]:
-        """Append with the next ``seq`` of its conversation (``message.seq`` is ignored).
-
-        Idempotent: if the conversation already has a message with this ``client_id``, or any
-        conversation one with this ``event_id`` (or this very ``id``), that one is returned with
-        ``False``. ``seq`` is computed inside the INSERT; on PostgreSQL the conversation row is
-        locked first so concurrent appends queue up instead of colliding. The conversation must
-        exist (foreign key).
-        """
-        async with transaction_connection(self.db) as conn:
-            if self._postgres:
-                await conn.execute(
-                    "SELECT 1 FROM conversations WHERE id = $1 FOR NO KEY UPDATE",
-                    message.conversation_id,
-                )
-            for _ in range(SEQ_ATTEMPTS):
-                row = await conn.fetchrow(
-                    f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, "
-                    "(SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation_id = $2),"
-                    " $3, $4, $5, $6, $7, $8, $9) "
-                    f"ON CONFLICT DO NOTHING RETURNING {MESSAGE_COLUMNS}",
-                    message.id,
-                    message.conversation_id,
-                    message.sender.value,
-                    message.author,
-                    message.body,
-                    float(message.ts),
-                    message.client_id,
-                    message.event_id,
-                    message.txn_id,
-                )
-                if row is not None:
-                    return _message_from_row(row), True
-                existing = await conn.fetchrow(
-                    f"SELECT {MESSAGE_COLUMNS} FROM messages "
-                    "WHERE (conversation_id = $1 AND client_id = $2) OR event_id = $3 OR id = $4 "
-                    "ORDER BY CASE WHEN conversation_id = $1 THEN 0 ELSE 1 END, seq LIMIT 1",
-                    message.conversation_id,
-                    message.client_id,
-                    message.event_id,
-                    message.id,
-                )
-                if existing is not None:
-                    return _message_from_row(existing), False
-                # Nothing matched: we lost the race for this seq to another writer. Again.
-        raise RuntimeError(
-            f"could not append to conversation {message.conversation_id} "
-            f"after {SEQ_ATTEMPTS} attempts"
-        )
-
-    async def messages(self, conversation_id: ConversationId, since: int = 0) -> list[Message]:
-        """The conversation's messages with ``seq > since``, in order."""
-        rows = await self.db.fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 "
-            "ORDER BY seq",
-            conversation_id,
-            since,
-        )
-        return [_message_from_row(row) for row in rows]
-
-    async def message_by_event(self, event_id: EventId) -> Message | None:
-        row = await self.db.fetchrow(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE event_id = $1", event_id
-        )
-        return _message_from_row(row) if row else None
-
-    async def get_message(self, message_id: MessageId) -> Message | None:
-        row = await self.db.fetchrow(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id
-        )
-        return _message_from_row(row) if row else None
-
-    async def set_message_event(self, message_id: MessageId, event_id: EventId) -> None:
-        """Record that the message reached the other side as ``event_id``."""
-        await self.db.execute(
-            "UPDATE messages SET event_id = $2 WHERE id = $1", message_id, event_id
-        )
 
     # advisors
 

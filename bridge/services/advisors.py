@@ -7,7 +7,7 @@ import logging
 from typing import Callable
 
 from ..errors import InvalidInput, NotFound
-from ..events import AdvisorAdded
+from ..events import AdvisorAdded, PresenceUnknown
 from ..model import MAX_CAPACITY, Advisor, AdvisorMxid, AdvisorTransition, Presence, RoomId
 from ..outbox import UnitOfWork
 from ..ports import Advisors
@@ -111,11 +111,31 @@ class AdvisorService:
         if await self._store.get_advisor(AdvisorMxid(mxid)) is not None:
             await self._update(mxid, display_name=name)
 
-    async def presence_changed(self, mxid: str, presence: Presence) -> None:
-        """Matrix presence: an advisor who goes offline or unavailable gets no new visitors."""
+    async def joined_a_room(self, mxid: str) -> None:
+        """An advisor joined a room the bot is in (their chat with it, a visitor's room): if
+        their presence is still unknown, the homeserver is asked for it once (it pushes only
+        changes, and only for users who share a room with the desk)."""
+        advisor = await self._store.get_advisor(AdvisorMxid(mxid))
+        if advisor is not None and advisor.presence is Presence.UNKNOWN:
+            async with self._uow() as batch:
+                batch.raise_([PresenceUnknown(advisor.mxid)])
+
+    async def presence_changed(
+        self, mxid: str, presence: Presence, *, unless_known: bool = False
+    ) -> None:
+        """Matrix presence: an advisor who goes offline or unavailable gets no new visitors.
+
+        ``unless_known``: an answer to our own question, which a pushed change that came
+        meanwhile is newer than."""
         if await self._store.get_advisor(AdvisorMxid(mxid)) is None:
             return  # not an advisor: their presence is nothing to the desk
-        before, updated = await self._change(mxid, lambda a: a.seen_as(presence))
+
+        def seen(a: Advisor) -> AdvisorTransition:
+            if unless_known and a.presence is not Presence.UNKNOWN:
+                return a, []
+            return a.seen_as(presence)
+
+        before, updated = await self._change(mxid, seen)
         if before == updated:
             return
         log.debug("presence of %s is now %s", mxid, presence.value)

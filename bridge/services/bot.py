@@ -9,8 +9,8 @@ import dataclasses
 import logging
 import uuid
 
-from ..events import AdvisorAdded, BotInvited, BotSaid
-from ..model import AdvisorMxid, RoomId
+from ..events import AdvisorAdded, BotInvited, BotSaid, PresenceUnknown
+from ..model import AdvisorMxid, Presence, RoomId
 from ..outbox import Attempt, Handlers, UnitOfWork
 from ..ports import Advisors, MatrixGateway
 from .advisors import AdvisorService
@@ -37,6 +37,7 @@ class BotService:
         handlers.register(BotSaid, self._say)
         handlers.register(BotInvited, self._join)
         handlers.register(AdvisorAdded, self._welcome)
+        handlers.register(PresenceUnknown, self._ask_presence)
 
     async def say(self, room_id: RoomId, text: str) -> None:
         """The bot posts ``text`` in the room (a notice), in order with what it said before."""
@@ -69,6 +70,18 @@ class BotService:
             room_id = await self._gateway.open_direct_chat(advisor.mxid)
             await self._store.save_advisor(dataclasses.replace(advisor, control_room=room_id))
         await self._gateway.post_notice(room_id, WELCOME, f"sb-welcome-{room_id}")
-        await self._advisors.presence_changed(
-            advisor.mxid, await self._gateway.presence(advisor.mxid)
-        )
+        await self._ask_presence_of(advisor.mxid)
+
+    async def _ask_presence(self, event: PresenceUnknown, attempt: Attempt) -> None:
+        """Ask the homeserver once for the presence of an advisor who now shares a room with
+        the bot; pushed changes keep it from then on (no polling)."""
+        advisor = await self._store.get_advisor(event.advisor)
+        if advisor is None or advisor.presence is not Presence.UNKNOWN:
+            return  # removed, or a push told us meanwhile
+        await self._ask_presence_of(advisor.mxid)
+
+    async def _ask_presence_of(self, advisor: AdvisorMxid) -> None:
+        # unknown if our homeserver has not heard of them yet (a user of another server whose
+        # server has not sent their presence yet): it will be pushed to us when it does
+        presence = await self._gateway.presence(advisor)
+        await self._advisors.presence_changed(advisor, presence, unless_known=True)

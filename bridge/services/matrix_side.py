@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..errors import IllegalTransition, TemporarilyUnavailable
 from ..events import (
+    AdvisorArrived,
     ConversationEnded,
     ConversationOpened,
     InviteWithdrawn,
@@ -43,6 +44,7 @@ class MatrixSide:
         handlers.register(VisitorEntered, self.enter)
         handlers.register(VisitorSaid, self.relay)
         handlers.register(ConversationEnded, self.close_room)
+        handlers.register(AdvisorArrived, self.brief)
         handlers.register(Offered, self.invite)
         handlers.register(InviteWithdrawn, self.withdraw)
         handlers.register(OfferExpires, self.offer_expires)
@@ -92,14 +94,43 @@ class MatrixSide:
             conversation.room_id, self._intro(visitor, conversation), f"sb-intro-{conversation.id}"
         )
 
-    def _intro(self, visitor: Visitor, conversation: Conversation) -> str:
-        return "\n".join(
-            [
-                f"New visitor: {visitor.name}",
-                f"Email: {visitor.email or '(not given)'}",
-                f"Topic: {self._presenter.topic_label(conversation.topic)}",
-                "Type !close to end the chat, or !help for commands.",
-            ]
+    def _intro(
+        self, visitor: Visitor, conversation: Conversation, message: str | None = None
+    ) -> str:
+        lines = [
+            f"New visitor: {visitor.name}",
+            f"Email: {visitor.email or '(not given)'}",
+            f"Topic: {self._presenter.topic_label(conversation.topic)}",
+        ]
+        if message is not None:  # for an advisor who cannot see the visitor's first words
+            lines.append(f"Message: {message}")
+        lines.append("Type !close to end the chat, or !help for commands.")
+        return "\n".join(lines)
+
+    async def brief(self, event: AdvisorArrived, attempt: Attempt) -> None:
+        """An advisor on another homeserver took the conversation: the form's answers are
+        posted again, below their join (their client shows nothing from before it). Once per
+        arrival (the txn id names the version); nothing for an advisor on the desk's server,
+        nor once the conversation moved on."""
+        if self._gateway.is_local(event.advisor):
+            return
+        conversation = await self._store.get_conversation(event.conversation_id)
+        if (
+            conversation is None
+            or conversation.version != event.version
+            or conversation.room_id is None
+        ):
+            return  # handed back, ended or taken again since
+        visitor = await self._store.get_visitor(conversation.visitor_id)
+        assert visitor is not None
+        first = next(
+            (m for m in await self._store.messages(conversation.id) if m.sender is Sender.VISITOR),
+            None,
+        )
+        said = first.body if first is not None and first.removed_at is None else None
+        text = self._intro(visitor, conversation, said)
+        await self._gateway.post_notice(
+            conversation.room_id, text, f"sb-brief-{conversation.id}-{event.version}"
         )
 
     async def relay(self, event: VisitorSaid, attempt: Attempt) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import NotFound
@@ -23,7 +24,7 @@ from ..model import (
     Sender,
 )
 from ..outbox import UnitOfWork
-from ..ports import ReadEvent, Store, TypingEvent, VisitorChannel
+from ..ports import MessageChangedEvent, ReadEvent, Store, TypingEvent, VisitorChannel
 from .presenter import Presenter
 from .queue import QueueService
 
@@ -31,6 +32,13 @@ log = logging.getLogger(__name__)
 
 HANDED_BACK = "Your advisor had to leave. We are finding you another one."
 MAX_BODY = 20_000  # characters of an advisor's message the visitor gets
+
+
+CHANGE_ATTEMPTS = 10  # each lost race means another process changed the message meanwhile
+
+
+class _Conflict(Exception):
+    """The message changed between reading it and storing its change."""
 
 
 @dataclass(frozen=True)
@@ -95,12 +103,79 @@ class RoomService:
         ts: float,
         *,
         emote: bool = False,
+        reply_to: EventId | None = None,
     ) -> Message | None:
-        """A message (or an emote) in a conversation's room, for the visitor, named after its
-        author as the visitor knows them."""
-        author = context.advisor.name if context.advisor else sender.lstrip("@").split(":")[0]
+        """A message (or an emote, or a notice) in a conversation's room, for the visitor,
+        named after its author as the visitor knows them. A reply to a message of the
+        transcript quotes it (by its seq); a reply to anything else is plain text."""
+        author = _author(context, sender)
         text = f"* {author} {body}" if emote else body
-        return await self._append(context.conversation, sender, author, event_id, text, ts)
+        quoted = None
+        conversation = context.conversation
+        if reply_to is not None and conversation is not None:
+            original = await self._store.message_by_event(reply_to)
+            if original is not None and original.conversation_id == conversation.id:
+                quoted = original.seq
+        return await self._append(
+            conversation, sender, author, event_id, text, ts, reply_to=quoted
+        )
+
+    async def advisor_edited(
+        self,
+        context: RoomContext,
+        sender: AdvisorMxid,
+        original: EventId,
+        body: str,
+        ts: float,
+        *,
+        emote: bool = False,
+    ) -> Message | None:
+        """The advisor edited a message: the page shows the latest text, marked edited. An
+        edit seen twice, older than the text shown, of someone else's message, of a removed
+        one or after the chat ended changes nothing."""
+        conversation = context.conversation
+        if conversation is None or not conversation.status.is_open:
+            return None
+        text = f"* {_author(context, sender)} {body}" if emote else body
+        return await self._change(
+            conversation.id, original, lambda m: m.edit(sender, text[:MAX_BODY], ts)
+        )
+
+    async def message_removed(
+        self, room_id: RoomId, event_id: EventId, ts: float
+    ) -> Message | None:
+        """A message was removed (redacted) in the room: it disappears from the page and its
+        text from the transcript, which keeps that it was removed and when. Also after the
+        chat ended: what was taken back should not stay on record."""
+        conversation = await self._store.conversation_by_room(room_id)
+        if conversation is None:
+            return None
+        return await self._change(conversation.id, event_id, lambda m: m.remove(ts))
+
+    async def _change(
+        self,
+        conversation_id: ConversationId,
+        event_id: EventId,
+        change: Callable[[Message], Message | None],
+    ) -> Message | None:
+        """Apply ``change`` to the conversation's message carried by ``event_id`` and tell the
+        pages. Another process changing it at the same time makes this one read it again."""
+        for _ in range(CHANGE_ATTEMPTS):
+            message = await self._store.message_by_event(event_id)
+            if message is None or message.conversation_id != conversation_id:
+                return None  # a command, the bot's notice, or not ours
+            changed = change(message)
+            if changed is None:
+                return None
+            try:
+                async with self._uow():
+                    if not await self._store.change_message(message, changed):
+                        raise _Conflict  # rolls back, with the Matrix event's handled-mark
+            except _Conflict:
+                continue
+            await self._channel.publish(conversation_id, MessageChangedEvent(changed))
+            return changed
+        raise RuntimeError(f"message {event_id} keeps changing; the homeserver will retry")
 
     async def advisor_message(
         self,
@@ -123,6 +198,8 @@ class RoomService:
         event_id: EventId,
         body: str,
         ts: float,
+        *,
+        reply_to: int | None = None,
     ) -> Message | None:
         if conversation is None or not conversation.status.is_open:
             return None
@@ -137,6 +214,8 @@ class RoomService:
                     body=body[:MAX_BODY],
                     ts=ts,
                     event_id=event_id,
+                    author_id=sender,
+                    reply_to=reply_to,
                 )
             )
         if created:
@@ -185,3 +264,8 @@ class RoomService:
 
     async def transcript(self, conversation_id: ConversationId) -> list[Message]:
         return await self._store.messages(conversation_id)
+
+
+def _author(context: RoomContext, sender: AdvisorMxid) -> str:
+    """The name the visitor knows the writer by."""
+    return context.advisor.name if context.advisor else sender.lstrip("@").split(":")[0]

@@ -175,6 +175,11 @@ class VisitorService:
     async def history(self, conversation_id: ConversationId, since: int = 0) -> list[Message]:
         return await self._store.messages(conversation_id, since)
 
+    async def changes(self, conversation_id: ConversationId, since: int) -> list[Message]:
+        """The messages up to ``since`` that were edited or removed: a page that holds them
+        (and reconnects with ``since``) may have missed the change."""
+        return await self._store.changed_messages(conversation_id, since) if since > 0 else []
+
     async def _open_for(self, session_hash: str) -> Conversation:
         conversation = await self.current(session_hash)
         if conversation is None or not conversation.status.is_open:

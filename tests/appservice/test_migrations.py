@@ -1,5 +1,6 @@
 """The alembic migrations go up, down and up again on SQLite and PostgreSQL; 0004 turns the
-work in flight in the old columns into outbox rows, and back on the way down."""
+work in flight in the old columns into outbox rows, and back on the way down; 0005 keeps the
+edits and removals of messages, and never the text of a removed one."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ SWITCHBOARD_TABLES = {
     "as_events",
     "outbox",
 }
-HEAD = "0004"
+HEAD = "0005"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -365,6 +366,45 @@ async def test_downgrading_0004_leaves_the_rooms_of_open_conversations_to_close(
 
     closed = {cid: r for cid, (_, r, _) in (await conversation_columns(url)).items()}
     assert [cid for cid in ("c1", "c2", "c4", "c6", "c7") if closed[cid]] == []
+
+
+async def test_0005_keeps_messages_and_a_removed_one_keeps_no_text_either_way(url: str) -> None:
+    await upgrade(url, "0004")
+    await fetch(url, "INSERT INTO visitors (id, name, created_at) VALUES ('v1', 'V', 1.5)")
+    await fetch(
+        url,
+        "INSERT INTO conversations (id, visitor_id, topic, status, created_at, queued_at, "
+        "room_id, advisor) VALUES ('c1', 'v1', 't', 'active', 1.5, 1.5, '!r:hs', '@ann:hs')",
+    )
+    for seq, body in ((1, "hello"), (2, "typo"), (3, "my card is 4242")):
+        await fetch(
+            url,
+            "INSERT INTO messages (id, conversation_id, seq, sender, author, body, ts) "
+            f"VALUES ('m{seq}', 'c1', {seq}, 'advisor', 'Ann', '{body}', {1000 + seq})",
+        )
+    await upgrade(url, "0005")
+    assert await fetch(
+        url,
+        "SELECT id, body, author_id, reply_to, edited_at, removed_at FROM messages "
+        "ORDER BY seq",
+    ) == [
+        (f"m{n}", b, None, None, None, None)
+        for n, b in ((1, "hello"), (2, "typo"), (3, "my card is 4242"))
+    ]
+    await fetch(url, "UPDATE messages SET body = 'fixed', edited_at = 1010.5 WHERE id = 'm2'")
+    await fetch(url, "UPDATE messages SET body = '', removed_at = 1011.5 WHERE id = 'm3'")
+    with pytest.raises(Exception, match="(?i)check"):  # a removed message keeps no text
+        await fetch(url, "UPDATE messages SET body = 'back' WHERE id = 'm3'")
+
+    await downgrade(url, "0004")
+    assert "removed_at" not in await columns(url, "messages")
+    assert await fetch(url, "SELECT id, body FROM messages ORDER BY seq") == [
+        ("m1", "hello"),
+        ("m2", "fixed"),
+        ("m3", "(message removed)"),
+    ]
+    await upgrade(url, "0005")
+    assert await fetch(url, "SELECT COUNT(*) FROM messages WHERE removed_at IS NOT NULL") == [(0,)]
 
 
 async def test_migrations_go_up_down_and_up_again(url: str) -> None:

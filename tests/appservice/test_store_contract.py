@@ -502,6 +502,83 @@ async def test_a_claim_is_held_by_one_process_and_let_go_at_the_end_of_its_block
     assert await elsewhere("room:c1")  # let go when the block ended
 
 
+# messages edited and removed in Matrix
+
+C1 = ConversationId("c1")
+
+
+def advisor_message(n: int, **changes: object) -> Message:
+    return dataclasses.replace(
+        message(n, event_id=f"$e{n}"),
+        sender=Sender.ADVISOR,
+        author="Ann",
+        author_id=ANN,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_message_keeps_its_author_and_the_message_it_answers(store: Store) -> None:
+    await with_conversations(store, 1)
+    first, _ = await store.add_message(advisor_message(1))
+    reply, _ = await store.add_message(advisor_message(2, reply_to=first.seq))
+
+    assert (reply.author_id, reply.reply_to) == (ANN, 1)
+    assert await store.get_message(reply.id) == reply
+    assert await store.message_by_event(EventId("$e2")) == reply
+
+
+async def test_an_edit_and_a_removal_are_stored_and_listed_as_changed(store: Store) -> None:
+    await with_conversations(store, 1)
+    stored = [(await store.add_message(advisor_message(n)))[0] for n in range(1, 5)]
+    edited = stored[1].edit(ANN, "typo fixed", 2000.5)
+    removed = stored[2].remove(2001.5)
+    assert edited is not None and removed is not None
+
+    assert await store.change_message(stored[1], edited)
+    assert await store.change_message(stored[2], removed)
+
+    assert await store.get_message(edited.id) == edited
+    assert (await store.message_by_event(EventId("$e3"))) == removed
+    assert removed.body == "" and removed.removed_at == 2001.5
+    assert await store.messages(C1) == [stored[0], edited, removed, stored[3]]
+    # what a page holding messages up to `since` may show in an older state
+    assert await store.changed_messages(C1, 4) == [edited, removed]
+    assert await store.changed_messages(C1, 2) == [edited]
+    assert await store.changed_messages(C1, 1) == []
+    assert await store.changed_messages(ConversationId("c-unknown"), 9) == []
+
+
+async def test_a_change_made_from_a_stale_copy_is_refused(store: Store) -> None:
+    await with_conversations(store, 1)
+    original, _ = await store.add_message(advisor_message(1))
+    first = original.edit(ANN, "first edit", 2000.0)
+    assert first is not None and await store.change_message(original, first)
+
+    # another process read the message before the first edit, and edits it too
+    stale = original.edit(ANN, "stale edit", 2001.0)
+    assert stale is not None
+    assert not await store.change_message(original, stale)
+    removal = original.remove(2002.0)
+    assert removal is not None and not await store.change_message(original, removal)
+    assert await store.get_message(original.id) == first
+
+
+async def test_two_processes_changing_one_message_both_apply_in_turn(backend: Backend) -> None:
+    store = backend.store
+    await with_conversations(store, 1)
+    original, _ = await store.add_message(advisor_message(1))
+    edit = original.edit(ANN, "edited", 2000.0)
+    removal = original.remove(2001.0)
+    assert edit is not None and removal is not None
+
+    won = await asyncio.gather(
+        apart(lambda: store.change_message(original, edit)),
+        apart(lambda: store.change_message(original, removal)),
+    )
+    assert sorted(won) == [False, True]  # one of them read again (and decides anew)
+    assert (await store.get_message(original.id)) in (edit, removal)
+
+
 # advisors
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from bridge.model import ConversationStatus
+import asyncio
+from typing import Any
+
+from bridge.model import ConversationStatus, Presence
 
 
 async def test_admin_adds_an_advisor_who_makes_herself_available_and_gets_a_visitor(
@@ -73,3 +76,50 @@ async def test_a_visitor_typing_bot_commands_sends_text_not_commands(sqlite_desk
         for sender, body, _ in ana.messages(room)
         if sender == desk.config.bot_mxid and "Unknown command" in body
     ]
+
+
+async def test_status_and_advisor_list_show_an_advisor_online_and_syncing_as_online(
+    sqlite_desks, people, homeserver
+):
+    # Ana's client is online and syncing before she shares a room with the bot: Synapse pushes
+    # presence only when it changes, and only for users sharing a room with the appservice
+    admin_id = homeserver.new_user("admin")
+    desk = await sqlite_desks.start(admins=(admin_id,))
+    admin = await people.login(admin_id)
+    ana = await people.advisor(None, "ana")
+    bot = desk.config.bot_mxid
+    learnt: asyncio.Queue[str] = asyncio.Queue()  # what the desk learns of Ana's presence
+    real = desk.advisors.presence_changed
+
+    async def heard(mxid: str, presence: Presence, **kwargs: Any) -> None:
+        await real(mxid, presence, **kwargs)
+        if mxid == ana.user_id and presence is not Presence.UNKNOWN:
+            learnt.put_nowait(presence.value)
+
+    desk.advisors.presence_changed = heard  # type: ignore[method-assign]
+
+    dm = await admin.create_room(invite=[bot], is_direct=True)
+    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    await admin.send_text(dm, f"!advisor add {ana.user_id}")
+    control = await ana.wait_for_invite()
+    await ana.join(control)  # the desk asks once, now that the homeserver will tell
+    assert await asyncio.wait_for(learnt.get(), 10) == "online"
+    await ana.send_text(control, "!status")
+    await ana.wait_for_message(control, "Matrix presence online", sender=bot)
+    await admin.send_text(dm, "!advisor list")
+    await admin.wait_for_message(dm, f"{ana.user_id} — away, presence online", sender=bot)
+
+    # then each change is pushed (no polling): she steps away, and comes back
+    await ana.set_presence("unavailable")
+    assert await asyncio.wait_for(learnt.get(), 10) == "unavailable"
+    await ana.send_text(control, "!status")
+    await ana.wait_for_message(control, "Matrix presence unavailable", sender=bot)
+    await ana.set_presence("online")
+    assert await asyncio.wait_for(learnt.get(), 10) == "online"
+    await ana.send_text(control, "!status")
+
+    def online_twice(event: Any) -> bool:
+        said = [body for sender, body, _ in ana.messages(control) if sender == bot]
+        return sum("Matrix presence online" in body for body in said) == 2
+
+    await ana.wait_for_message(control, online_twice, sender=bot)

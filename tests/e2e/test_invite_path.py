@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 import aiohttp
 
-from bridge.model import AdvisorMxid, ConversationStatus, Visitor, VisitorId
+from bridge.model import AdvisorMxid, ConversationStatus, Presence, Visitor, VisitorId
 
 
 class RequestLog:
@@ -48,6 +48,8 @@ async def test_the_way_to_the_invite_makes_only_the_requests_the_protocol_needs(
 ):
     desk = await sqlite_desks.start()
     ana = await people.advisor(desk, "ana")
+    # her presence is known, as after her first join (where it is asked once: PresenceUnknown)
+    await desk.advisors.presence_changed(ana.user_id, Presence.ONLINE)
     vera = await people.visitor(desk)
     log = RequestLog(desk.config.bot_mxid)
     assert desk._http is not None

@@ -95,3 +95,43 @@ async def test_visitor_fills_the_form_waits_then_chats_with_the_advisor(
     await page.screenshot(path=str(DOCS / "portal-phone.png"))
     # nothing refused by the CSP, no script error, nothing missing (not even a favicon)
     assert not [e for e in errors if any(k in e for k in ("Content Security", "TypeError", "404"))]
+
+
+async def test_the_page_shows_an_edit_a_reply_as_a_quote_and_drops_a_removed_message(
+    browser, sqlite_desks, people
+):
+    desk = await sqlite_desks.start()
+    ana = await people.advisor(desk, "ana")
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(desk.config.portal.public_url + "/")
+    await page.fill("#name", "Vera")
+    await page.select_option("#topic", "billing")
+    await page.fill("#message", "Was I charged twice?")
+    await page.click("#start")
+    room = await ana.wait_for_invite()
+    await ana.join(room)
+    question = await ana.wait_for_message(room, "Was I charged twice?")
+    await expect(page.locator("#status")).to_contain_text("Ana", timeout=10_000)
+
+    typo = await ana.send_text(room, "Let me chekc.")
+    wrong = await ana.send_text(room, "Card 4242 4242 4242 4242")
+    advisor = page.locator('.msg[data-sender="advisor"]:visible')
+    await expect(advisor).to_have_count(2)
+    await ana.edit(room, typo, "Let me check.")
+    await ana.reply(room, question, "Yes, twice: refunding one.")
+    await ana.redact(room, wrong)
+
+    for reloaded in (False, True):  # live, then after a reload
+        await expect(advisor.locator(".msg-body")).to_have_text(
+            ["Let me check.", "Yes, twice: refunding one."]
+        )
+        await expect(advisor.first.locator(".msg-edited")).to_have_text("(edited)")
+        await expect(advisor.last.locator(".msg-quote-text")).to_have_text("Was I charged twice?")
+        await expect(advisor.last.locator(".msg-quote-author")).to_have_text("You")
+        # gone from the page: not shown, and its text not even in the document
+        await expect(page.locator(".msg-body", has_text="4242")).to_have_count(0)
+        if not reloaded:
+            await page.reload()
+    assert not errors

@@ -114,3 +114,77 @@ async def test_an_accept_lost_before_switchboard_restarted_is_read_back(sqlite_d
     await vera.wait_status("active", advisor_name="Ana")
     await ana.send_text(room, "Hi Vera.")
     await vera.wait_message("Hi Vera.")
+
+
+async def test_edits_replies_notices_and_removals_lost_while_away_are_read_back_once(
+    desks, people, homeserver
+):
+    hs = urlsplit(homeserver.server.url)
+    proxy = await CuttableProxy(hs.hostname or "127.0.0.1", hs.port or 80).start()
+    desk = await desks.start(homeserver_address=proxy.url)
+    chat = await people.chatting(desk)
+    ana, vera, room = chat.advisor, chat.visitor, chat.room
+    asked = chat.started["messages"][0]["seq"]
+    question = await ana.wait_for_message(room, "Hello, I was charged twice.")
+    typo = await ana.send_text(room, "Let me chekc that.")
+    oops = await ana.send_text(room, "Card on file: 4242 4242 4242 4242")
+    await vera.wait_message("Card on file: 4242 4242 4242 4242")
+
+    lost: list[str] = []
+
+    def what_ana_does(event: dict[str, Any]) -> bool:
+        if event.get("sender") == ana.user_id and event.get("type") in (
+            "m.room.message",
+            "m.room.redaction",
+        ):
+            lost.append(event["event_id"])
+            return True
+        return False
+
+    lose_pushed(desk, what_ana_does)
+    await ana.edit(room, typo, "Let me check that.")
+    await ana.reply(room, question, "Yes: I see two charges.")
+    await ana.send_notice(room, "Refund issued (ticket 4711).")
+    await ana.redact(room, oops)
+    await until(lambda: len(lost) == 4, "the homeserver losing Ana's four events")
+
+    await proxy.cut()  # the homeserver is away for Switchboard, which notices on its next call
+    status, _ = await vera.post("/api/conversation/messages", {"client_id": "h1", "body": "Hi?"})
+    assert status == 201
+    await until(lambda: not desk.watch.settled, "Switchboard noticing the homeserver away")
+    await proxy.start()
+
+    expected = [
+        ("Let me check that.", None, True, False),
+        ("Yes: I see two charges.", asked, False, False),
+        ("Refund issued (ticket 4711).", None, False, False),
+    ]
+
+    def advisor_lines(shown: dict[int, dict[str, Any]]) -> list[tuple[str, Any, bool, bool]]:
+        return [
+            (m["body"], m["reply_to"], bool(m["edited_at"]), bool(m["removed_at"]))
+            for _, m in sorted(shown.items())
+            if m["sender"] == "advisor" and not m["removed_at"]
+        ]
+
+    shown = await vera.wait_shown(
+        lambda s: advisor_lines(s) == expected
+        and any(m["removed_at"] for m in s.values() if m["sender"] == "advisor"),
+        "the changes read back",
+        timeout=20,
+    )
+    transcript = await desk.rooms.transcript(chat.conversation_id)
+
+    def pushed() -> int:
+        return sum(f["type"] in ("message", "update") for f in vera.frames)
+
+    frames = pushed()
+
+    # delivered again (at least once: the handled-marks lost too): nothing changes
+    for event_id in lost:
+        await desk.store.db.execute("DELETE FROM as_events WHERE event_id = $1", event_id)
+    assert await desk.catch_up.run(since=transcript[0].ts - 60)
+    assert await desk.rooms.transcript(chat.conversation_id) == transcript
+    assert vera.shown() == shown and pushed() == frames
+    assert all("4242" not in m.body for m in transcript)
+    await proxy.cut()

@@ -8,6 +8,7 @@ import re
 import aiohttp
 import pytest
 
+from bridge.model import AdvisorMxid, ConversationId
 from tests.web_portal.conftest import (
     FORM,
     ORIGIN,
@@ -267,3 +268,45 @@ async def test_openapi_topic_choices_are_exactly_the_configured_topics_and_all_w
     visitor = await portal.visitor()
     response = await visitor.post("/api/conversation", {**FORM, "topic": "not-a-topic"})
     assert (await error_of(response, 400, "invalid_input"))["field"] == "topic"
+
+
+async def test_edits_and_removals_reach_an_open_page_and_one_that_comes_back(
+    portal: Portal, contract: Contract
+) -> None:
+    vera = await portal.visitor()
+    _, started = await vera.start()
+    cid = started["conversation"]["id"]
+    await portal.advisor_takes(cid)
+    await portal.advisor_says(cid, "Helo")
+    await portal.advisor_says(cid, "my card is 4242")
+    stored = {m.body: m for m in portal.store.messages_[ConversationId(cid)]}
+    ws = await vera.ws(0)
+    backlog, _ = await vera.backlog(ws)
+    last = backlog[-1]["seq"]
+
+    rooms, room = portal.desk.rooms, portal.store.conversations[ConversationId(cid)].room_id
+    assert room is not None
+    context = await rooms.context(room, "@ana:test")
+    ana = AdvisorMxid("@ana:test")
+    await rooms.advisor_edited(context, ana, stored["Helo"].event_id, "Hello", 2e9)
+    await rooms.message_removed(room, stored["my card is 4242"].event_id, 2e9 + 1)
+    edited, removed = await next_frame(ws), await next_frame(ws)
+    for frame in (edited, removed):
+        assert frame["type"] == "update"
+        contract.schema("Message", frame["message"])
+    assert (edited["message"]["body"], edited["message"]["seq"]) == ("Hello", last - 1)
+    assert edited["message"]["edited_at"] and not edited["message"]["removed_at"]
+    assert (removed["message"]["body"], removed["message"]["seq"]) == ("", last)
+    assert removed["message"]["removed_at"]
+    await ws.close()
+
+    # a page that had both, and reconnects: the changes first, then the status
+    again = await vera.ws(last)
+    first, second, status = [await next_frame(again) for _ in range(3)]
+    assert [f["type"] for f in (first, second, status)] == ["update", "update", "status"]
+    assert [f["message"]["body"] for f in (first, second)] == ["Hello", ""]
+    # over HTTP (the page's fallback) too; and a fresh page has them as they are now
+    changed = (await vera.conversation(since=str(last)))["messages"]
+    assert [(m["seq"], m["body"]) for m in changed] == [(last - 1, "Hello"), (last, "")]
+    fresh = (await vera.conversation(since="0"))["messages"]
+    assert [m["body"] for m in fresh][-2:] == ["Hello", ""]

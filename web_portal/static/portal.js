@@ -66,6 +66,9 @@
     errTooFast: 'You are sending messages too quickly. Wait a moment, then send again.',
     retry: 'Retry',
     typing: '{name} is typing…',
+    edited: '(edited)',
+    editedAt: 'Edited at {time}',
+    quoteRemoved: 'This message was removed.',
     typingUnknown: 'Your advisor is typing…',
 
     endChat: 'End chat',
@@ -102,6 +105,7 @@
   const REQUEST_TIMEOUT_MS = 20000;
   const ENDED_CLOSE_GRACE_MS = 2000;
   const OUTBOX_KEY = 'switchboard.portal.outbox.v1';
+  const QUOTE_CHARS = 160; // of the answered message, in a reply's quote
   const CHAT_VIEWS = ['waiting', 'inviting', 'active', 'ended'];
   const SENDERS = ['visitor', 'advisor', 'system'];
 
@@ -496,6 +500,72 @@
     if (str(m.ts)) time.setAttribute('datetime', m.ts);
     setText(time, formatTime(m.ts));
     clearExtras(node);
+    renderQuote(node, m);
+    renderEdited(node, m);
+    // removed in Matrix: gone from the page (the server keeps only that it was, and when)
+    node.hidden = !!str(m.removed_at);
+    node.classList.toggle('msg--removed', node.hidden);
+  }
+
+  /* A reply shows the message it answers as a quote, from the page's own copy of it. */
+  function renderQuote(node, m) {
+    const bubble = part(node, 'msg-bubble');
+    let quote = bubble.querySelector(':scope > .msg-quote');
+    const quoted = typeof m.reply_to === 'number' ? state.messages.get(m.reply_to) : null;
+    if (!quoted) {
+      if (quote) quote.remove();
+      return;
+    }
+    if (!quote) {
+      quote = make('blockquote', 'msg-quote');
+      quote.appendChild(make('span', 'msg-quote-author'));
+      quote.appendChild(make('span', 'msg-quote-text'));
+      bubble.insertBefore(quote, bubble.firstChild);
+    }
+    const q = quoted.msg;
+    const who = q.sender === 'visitor' ? t('you') : q.sender === 'advisor' ? (str(q.author) || t('advisorFallback')) : '';
+    setText(quote.querySelector('.msg-quote-author'), who);
+    const removed = !!str(q.removed_at);
+    quote.classList.toggle('msg-quote--removed', removed);
+    let text = removed ? t('quoteRemoved') : String(q.body || '');
+    if (text.length > QUOTE_CHARS) text = text.slice(0, QUOTE_CHARS - 1) + '…';
+    setText(quote.querySelector('.msg-quote-text'), text);
+  }
+
+  function renderEdited(node, m) {
+    const foot = part(node, 'msg-foot');
+    let mark = foot.querySelector('.msg-edited');
+    if (!str(m.edited_at) || str(m.removed_at)) {
+      if (mark) mark.remove();
+      return;
+    }
+    if (!mark) {
+      mark = make('span', 'msg-edited');
+      part(node, 'msg-time').after(mark);
+    }
+    setText(mark, t('edited'));
+    mark.title = t('editedAt', { time: formatTime(m.edited_at) });
+  }
+
+  /* Which of two states of a message is newer: a removal is final, a later edit wins. */
+  function changeRank(m) {
+    if (str(m.removed_at)) return '2' + m.removed_at;
+    if (str(m.edited_at)) return '1' + m.edited_at;
+    return '0';
+  }
+
+  /* A newer state of a message the page holds (an edit or removal): 'changed' if shown. */
+  function updateServerMessage(entry, m) {
+    const rank = changeRank(m);
+    const shown = changeRank(entry.msg);
+    if (rank < shown || (rank === shown && String(m.body) === String(entry.msg.body))) return '';
+    entry.msg = m;
+    renderServerMessage(entry.node, m);
+    // replies quoting it follow its text (or its removal)
+    state.messages.forEach(function (other) {
+      if (other.msg.reply_to === m.seq) renderQuote(other.node, other.msg);
+    });
+    return 'changed';
   }
 
   function renderPending(item) {
@@ -560,14 +630,16 @@
     }
   }
 
-  /* Add one server message. Returns true if it was new. */
+  /* Add one server message, or show a newer state of one the page holds: 'new', 'changed',
+   * or '' (nothing to show). */
   function addServerMessage(m, fromStream) {
-    if (!m || typeof m !== 'object' || !Number.isFinite(Number(m.seq))) return false;
+    if (!m || typeof m !== 'object' || !Number.isFinite(Number(m.seq))) return '';
     const seq = Number(m.seq);
     m.seq = seq;
     if (fromStream && seq > state.syncSeq) state.syncSeq = seq;
     if (seq > state.lastSeq) state.lastSeq = seq;
-    if (state.messages.has(seq)) return false;
+    const known = state.messages.get(seq);
+    if (known) return updateServerMessage(known, m);
 
     let node = null;
     if (str(m.client_id)) {
@@ -578,10 +650,11 @@
       }
     }
     if (!node) node = messageShell();
+    const entry = { msg: m, node: node };
+    state.messages.set(seq, entry);
     renderServerMessage(node, m);
-    state.messages.set(seq, { msg: m, node: node });
     placeNode(node, seq);
-    return true;
+    return 'new';
   }
 
   function mergeMessages(list, fromStream) {
@@ -595,6 +668,7 @@
   function updateGrouping() {
     let prev = null;
     for (let c = el.transcript.firstElementChild; c; c = c.nextElementSibling) {
+      if (c.hidden) continue; // removed
       const sender = c.getAttribute('data-sender');
       const author = part(c, 'msg-author');
       const cont = !!prev && sender !== 'system' && prev.getAttribute('data-sender') === sender &&
@@ -609,7 +683,7 @@
     let target = null;
     if (upTo > 0) {
       for (let c = el.transcript.lastElementChild; c; c = c.previousElementSibling) {
-        if (c.getAttribute('data-sender') === 'visitor' && c.hasAttribute('data-seq') &&
+        if (!c.hidden && c.getAttribute('data-sender') === 'visitor' && c.hasAttribute('data-seq') &&
             toInt(c.getAttribute('data-seq')) <= upTo) {
           target = c;
           break;
@@ -1050,13 +1124,19 @@
     switch (frame.type) {
       case 'message': {
         const m = frame.message;
-        if (addServerMessage(m, true)) {
-          if (m.sender === 'advisor') {
+        const shown = addServerMessage(m, true);
+        if (shown) {
+          if (shown === 'new' && m.sender === 'advisor' && !str(m.removed_at)) {
             hideTyping();
             noteUnread();
           }
           afterTranscriptChange(true);
         }
+        break;
+      }
+      case 'update': {
+        // an edit or removal: a newer state of a message (held, or not yet arrived)
+        if (addServerMessage(frame.message, false)) afterTranscriptChange(false);
         break;
       }
       case 'status':

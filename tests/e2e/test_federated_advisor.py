@@ -1,0 +1,137 @@
+"""An advisor on another homeserver (two real Synapses federating on loopback): they see the
+form's answers right after joining, without scrolling back, and the desk knows their presence
+from the join on (then from what is pushed)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appservice.config import generate
+from bridge.model import Presence
+from harness.advisor import AdvisorClient
+from tests.e2e.conftest import PASSWORD, DeskFactory, Homeserver, free_port
+from tests.e2e.federation import FederatingHomeserver
+
+
+class Federation:
+    def __init__(self, desk_side: Homeserver, other: FederatingHomeserver) -> None:
+        self.desk_side = desk_side  # the desk's homeserver, with its registration
+        self.other = other
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    root = tmp_path_factory.mktemp("federation")
+    ours = FederatingHomeserver(
+        root / "ours", free_port(), appservice_registrations=[root / "registration.yaml"]
+    )
+    theirs = FederatingHomeserver(root / "theirs", free_port())
+    as_port = free_port()
+    config = generate(
+        root / "config.yaml",
+        root / "registration.yaml",
+        {
+            "homeserver.address": ours.url,
+            "homeserver.domain": ours.server_name,
+            "appservice.address": f"http://127.0.0.1:{as_port}",
+            "appservice.port": as_port,
+            "logging.level": "DEBUG",
+        },
+    )
+    ours.start()
+    try:
+        theirs.start()
+        try:
+            yield Federation(Homeserver(ours, config), theirs)
+        finally:
+            theirs.stop()
+    finally:
+        ours.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def desks(
+    request: pytest.FixtureRequest, federation: Federation, tmp_path: Path
+) -> AsyncIterator[DeskFactory]:
+    factory = DeskFactory(federation.desk_side, request.param, tmp_path)
+    yield factory
+    await factory.stop_all()
+
+
+@pytest.fixture
+async def rita(federation: Federation) -> AsyncIterator[AdvisorClient]:
+    """An advisor whose account is on the other homeserver, online and syncing."""
+    mxid = federation.other.register_user("rita", PASSWORD, displayname="Rita")
+    client = await AdvisorClient.login(federation.other.url, mxid, PASSWORD)
+    yield client
+    await client.close()
+
+
+def invite_stored_by_the_desks_server(desk: Any, user: str) -> asyncio.Event:
+    """Set once the desk's homeserver pushes the invite of ``user``: it has stored it then.
+
+    A remote invite reaches the invitee's server (and client) before the inviting server
+    stores it; a join in between is refused ("not invited"). A person takes longer than that;
+    the test waits for the push instead."""
+    stored = asyncio.Event()
+    sink = desk.endpoint._sink
+    handle = sink.handle
+
+    async def spy(event: Any) -> None:
+        if (
+            isinstance(event, dict)
+            and event.get("type") == "m.room.member"
+            and event.get("state_key") == user
+            and event.get("content", {}).get("membership") == "invite"
+        ):
+            stored.set()
+        await handle(event)
+
+    sink.handle = spy
+    return stored
+
+
+async def test_an_advisor_on_another_server_sees_the_form_after_joining_and_is_seen_online(
+    desks, rita, people
+):
+    desk = await desks.start()
+    learnt: asyncio.Queue[str] = asyncio.Queue()  # what the desk learns of Rita's presence
+    real = desk.advisors.presence_changed
+
+    async def heard(mxid: str, presence: Presence, **kwargs: Any) -> None:
+        await real(mxid, presence, **kwargs)
+        if mxid == rita.user_id and presence is not Presence.UNKNOWN:
+            learnt.put_nowait(presence.value)
+
+    desk.advisors.presence_changed = heard  # type: ignore[method-assign]
+    invited = invite_stored_by_the_desks_server(desk, rita.user_id)
+    await desk.advisors.add(rita.user_id, "Rita", welcome=False)
+    await desk.advisors.set_available(rita.user_id, True)
+    vera = await people.visitor(desk)
+    await vera.start()
+    await vera.connect()
+
+    room = await rita.wait_for_invite(timeout=20)
+    await asyncio.wait_for(invited.wait(), 20)
+    await rita.join(room, timeout=20)
+    # her server got the room's state with the join, not its timeline: her client shows what
+    # came after the join (the form's first post too, if the invite beat it), and the desk
+    # posts the answers again below her join
+    brief = await rita.wait_for_message(
+        room, "Message: Hello, I was charged twice.", sender=desk.config.bot_mxid
+    )
+    assert "New visitor: Vera Visitor" in brief.body and "Email: vera@example.org" in brief.body
+    await vera.wait_status("active", advisor_name="Rita")
+    assert await asyncio.wait_for(learnt.get(), 10) == "online"
+
+    await rita.send_text(room, "!status")
+    await rita.wait_for_message(room, "Matrix presence online", sender=desk.config.bot_mxid)
+    await rita.set_presence("unavailable")  # pushed across the federation
+    assert await asyncio.wait_for(learnt.get(), 10) == "unavailable"
+    await rita.send_text(room, "Hello Vera, I am here.")
+    await vera.wait_message("Hello Vera, I am here.")
