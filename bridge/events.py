@@ -234,7 +234,7 @@ class PresenceUnknown(DomainEvent):
     homeserver pushes presence only when it changes, and only to users sharing a room, so an
     advisor online since before that is asked for once."""
 
-    coalesce: ClassVar[bool] = True
+    if_pending: ClassVar[str] = "keep"
     advisor: AdvisorMxid
 
     @property

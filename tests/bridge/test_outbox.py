@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import TemporarilyUnavailable
-from bridge.events import ConversationEnded, QueueChanged, VisitorSaid, decode
+from bridge.events import (
+    EVENT_TYPES,
+    ConversationEnded,
+    DomainEvent,
+    QueueChanged,
+    VisitorSaid,
+    decode,
+)
 from bridge.model import ConversationStatus, Sender
 from bridge.outbox import MAX_FAILURES, Attempt, Handlers
 
@@ -132,3 +139,19 @@ async def test_ending_raises_the_close_after_everything_the_visitor_said(desk):
     await desk.core.visitors.visitor_end("s1")
     kinds = desk.store.outbox.kinds()
     assert kinds.index("VisitorSaid") < kinds.index(ConversationEnded.__name__)
+
+
+def test_every_event_says_only_what_the_outbox_reads():
+    # a class attribute the outbox does not read (say, one renamed since) silently does nothing:
+    # the event would be added again and again instead of kept once
+    read = {"if_pending", "priority"}
+    for name, cls in EVENT_TYPES.items():
+        own = {
+            attr
+            for klass in cls.__mro__
+            if klass not in (DomainEvent, object)
+            for attr, hint in vars(klass).get("__annotations__", {}).items()
+            if "ClassVar" in str(hint)
+        }
+        assert own <= read, f"{name} sets {own - read}, which the outbox does not read"
+        assert cls.if_pending in ("add", "keep", "replace"), name
