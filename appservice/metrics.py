@@ -256,12 +256,13 @@ def _desk(counts: DeskCounts, now: float) -> Iterator[Metric]:
     )
     yield _gauge(
         "switchboard_outbox_pending_rows",
-        "Outbox rows due now and not parked: side effects waiting to run.",
-        counts.outbox_due,
+        "Outbox rows that should have run by now and are not done (parked ones not counted): "
+        "side effects waiting, retried, or held back by a parked row of their key.",
+        counts.outbox_pending,
     )
     yield _gauge(
         "switchboard_outbox_scheduled_rows",
-        "Outbox rows due later: timers (invites that run out, visitors who may have left).",
+        "Outbox timers not due yet (invites that run out, visitors who may have left).",
         counts.outbox_scheduled,
     )
     yield _gauge(
@@ -271,9 +272,10 @@ def _desk(counts: DeskCounts, now: float) -> Iterator[Metric]:
         counts.outbox_parked,
     )
     yield _gauge(
-        "switchboard_outbox_oldest_due_seconds",
-        "How long the oldest row due now has been due (0: none): how far the outbox is behind.",
-        _age(counts.oldest_due_at, now),
+        "switchboard_outbox_oldest_pending_seconds",
+        "How long the oldest pending outbox row has waited since it should have run (0: "
+        "none): a visitor's text not yet in the room, an invite not yet sent.",
+        _age(counts.oldest_pending_at, now),
     )
 
 

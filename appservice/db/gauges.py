@@ -16,6 +16,7 @@ from bridge.model import ConversationStatus
 
 OPEN_STATUSES = tuple(s.value for s in ConversationStatus if s.is_open)
 QUEUED = (ConversationStatus.WAITING.value, ConversationStatus.INVITING.value)
+SHOULD_RUN_BY = "CASE WHEN delay > 0 THEN due_at ELSE created_at END"
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,13 @@ class DeskCounts:
     conversations: dict[str, int] = field(default_factory=dict)
     #: when the visitor who has waited longest without an advisor took their place
     oldest_queued_at: float | None = None
-    #: outbox rows due now (and not parked), due later (timers), parked
-    outbox_due: int = 0
+    #: outbox rows still to do (not parked): those that should have run by now (every row that
+    #: is not a timer, each timer once it came due), the timers not due yet, and parked rows
+    outbox_pending: int = 0
     outbox_scheduled: int = 0
     outbox_parked: int = 0
-    #: the earliest due time of a row due now: how far the dispatcher is behind
-    oldest_due_at: float | None = None
+    #: since when the oldest pending row should have run (its creation; a timer's due time)
+    oldest_pending_at: float | None = None
 
 
 async def read_counts(db: Database, now: float) -> DeskCounts:
@@ -47,18 +49,22 @@ async def read_counts(db: Database, now: float) -> DeskCounts:
         if row["status"] in QUEUED and row["oldest"] is not None:
             queued_at = float(row["oldest"])
             oldest = queued_at if oldest is None else min(oldest, queued_at)
-    due = scheduled = parked = 0
-    oldest_due: float | None = None
+    pending = scheduled = parked = 0
+    oldest_pending: float | None = None
+    # A row should have run by its creation, a timer (delay > 0) by its due time. Not by its
+    # due time alone: a row retried while the homeserver is down is due again every second,
+    # and would never look late.
     for row in await db.fetch(
-        "SELECT state, COUNT(*) AS n, "
-        "SUM(CASE WHEN due_at <= $1 THEN 1 ELSE 0 END) AS due, "
-        "MIN(CASE WHEN due_at <= $1 THEN due_at END) AS oldest_due "
-        "FROM outbox WHERE state <> 'done' GROUP BY state",
+        f"SELECT state, COUNT(*) AS n, SUM(CASE WHEN {SHOULD_RUN_BY} <= $1 THEN 1 ELSE 0 END) "
+        f"AS late, MIN({SHOULD_RUN_BY}) AS oldest FROM outbox WHERE state <> 'done' "
+        "GROUP BY state",
         now,
     ):
         if row["state"] == "parked":
             parked = int(row["n"])
         else:
-            due, scheduled = int(row["due"] or 0), int(row["n"]) - int(row["due"] or 0)
-            oldest_due = None if row["oldest_due"] is None else float(row["oldest_due"])
-    return DeskCounts(conversations, oldest, due, scheduled, parked, oldest_due)
+            pending = int(row["late"] or 0)
+            scheduled = int(row["n"]) - pending
+            if pending:
+                oldest_pending = float(row["oldest"])
+    return DeskCounts(conversations, oldest, pending, scheduled, parked, oldest_pending)

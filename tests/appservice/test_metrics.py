@@ -90,7 +90,7 @@ async def test_a_scrape_while_the_database_fails_still_answers_without_its_numbe
     up = _samples(await (await client.get("/metrics")).text())
     assert up["switchboard_visitors_waiting"] == 3
     assert up["switchboard_oldest_waiting_seconds"] == 100
-    assert up["switchboard_outbox_oldest_due_seconds"] == 10
+    assert up["switchboard_outbox_oldest_pending_seconds"] == 10
     assert up["switchboard_outbox_pending_rows"] == 3
     assert up["switchboard_outbox_scheduled_rows"] == 1
     assert up["switchboard_advisors"] == 3 and up["switchboard_advisors_available"] == 1

@@ -48,7 +48,7 @@ HEALTHY = [
     {"series": f"up{{{JOB}}}", "values": "1x20"},
     {"series": f"switchboard_ready{{{JOB}}}", "values": "1x20"},
     {"series": f"switchboard_outbox_parked_rows{{{JOB}}}", "values": "0x20"},
-    {"series": f"switchboard_outbox_oldest_due_seconds{{{JOB}}}", "values": "0x20"},
+    {"series": f"switchboard_outbox_oldest_pending_seconds{{{JOB}}}", "values": "0x20"},
     {"series": f"switchboard_oldest_waiting_seconds{{{JOB}}}", "values": "30x20"},
     {"series": f"switchboard_visitors_waiting{{{JOB}}}", "values": "2x20"},
     {"series": f"switchboard_advisors_available{{{JOB}}}", "values": "1x20"},
@@ -168,7 +168,7 @@ def test_each_alert_fires_on_its_failure_and_none_on_a_healthy_desk(tmp_path: Pa
             ),
         ),
         case(
-            healthy_but(switchboard_outbox_oldest_due_seconds="0 120x10"),
+            healthy_but(switchboard_outbox_oldest_pending_seconds="0 120x10"),
             ("2m", "SwitchboardOutboxBehind", []),
             (
                 "4m",
