@@ -131,6 +131,12 @@ class Switchboard:
                 f"portal.port and appservice.port are both {config.portal.port}: give each "
                 "listener its own port"
             )
+        for section in ("portal", "appservice"):
+            if config.metrics.enabled and config.metrics.port == getattr(config, section).port:
+                raise StartupError(
+                    f"metrics.port and {section}.port are both {config.metrics.port}: give "
+                    "each listener its own port"
+                )
         db_url = parse_database_url(config.database_url)
         postgres = db_url.dialect == "postgres"
         if db_url.sqlite_path is not None:

@@ -10,9 +10,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
+from appservice.bootstrap import Switchboard
 from appservice.config import ConfigError, MetricsConfig, generate, load, parse
 from appservice.db.gauges import DeskCounts
 from appservice.metrics import Metrics
+from appservice.startup import StartupError
 from bridge.model import Advisor, AdvisorMxid, Presence
 
 
@@ -105,3 +107,17 @@ async def test_prometheus_asking_for_openmetrics_gets_openmetrics(aiohttp_client
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     text = await response.text()
     assert text.rstrip().endswith("# EOF") and "switchboard_ready 0" in text
+
+
+async def test_a_metrics_port_shared_with_the_portal_says_so_before_listening(tmp_path: Path):
+    config = generate(
+        tmp_path / "config.yaml",
+        tmp_path / "registration.yaml",
+        {"portal.port": 29400, "metrics.port": 29400},
+    )
+    switchboard = Switchboard(config)
+    try:
+        with pytest.raises(StartupError, match="metrics.port and portal.port are both 29400"):
+            await switchboard.listen()
+    finally:
+        await switchboard.stop()
