@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # the versions CI tested (see the file's header); every install below goes through it
 PINS   := constraints.txt
 
-.PHONY: demo test lint chromium deploy-tools install clean constraints
+.PHONY: demo test lint chromium deploy-tools prometheus install clean constraints
 
 $(VENV)/.demo-installed: pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
@@ -58,12 +58,19 @@ deploy-tools:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing >/dev/null; fi; \
 	fi
 
+# The monitoring tests run Debian's prometheus and promtool on the alert rules and a live desk.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  echo "Installing Debian's prometheus for the monitoring tests …"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; fi; }
+
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check bridge appservice web_portal alembic tests harness bench
 	$(BIN)/black --check --quiet bridge appservice web_portal alembic tests harness bench
 	$(BIN)/mypy bridge appservice web_portal
 
-test: $(VENV)/.test-installed chromium deploy-tools lint
+test: $(VENV)/.test-installed chromium deploy-tools prometheus lint
 	$(BIN)/python -m pytest
 
 clean:

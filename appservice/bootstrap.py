@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
 import signal
@@ -37,9 +38,11 @@ from .db import (
     start_database,
 )
 from .db.fanout import PgFanout
+from .db.gauges import read_counts
 from .db.lockfile import SingleProcessLock
 from .events import MatrixEventHandler
 from .matrix_gateway import MautrixGateway, MemoryASStateStore
+from .metrics import Metrics
 from .startup import (
     Readiness,
     StartupError,
@@ -75,6 +78,13 @@ def _crash_after(spec: str) -> Callable[[list[DomainEvent]], None]:
     return hook
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("switchboard")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 TICK_SECONDS = 1.0
 PING_SECONDS = 5.0
 TXN_LOG_KEEP = 7 * 24 * 3600.0
@@ -96,6 +106,9 @@ class Switchboard:
         self.hub = VisitorHub()
         self._fanout: PgFanout | None = None
         self.readiness = Readiness()
+        self.metrics = Metrics(
+            _version(), self.readiness.not_ready, lambda: len(self.hub), self.clock.now
+        )
 
     async def start(self) -> None:
         """Listen, then wait for the database, the homeserver and the bot's registration
@@ -118,6 +131,12 @@ class Switchboard:
                 f"portal.port and appservice.port are both {config.portal.port}: give each "
                 "listener its own port"
             )
+        for section in ("portal", "appservice"):
+            if config.metrics.enabled and config.metrics.port == getattr(config, section).port:
+                raise StartupError(
+                    f"metrics.port and {section}.port are both {config.metrics.port}: give "
+                    "each listener its own port"
+                )
         db_url = parse_database_url(config.database_url)
         postgres = db_url.dialect == "postgres"
         if db_url.sqlite_path is not None:
@@ -133,6 +152,7 @@ class Switchboard:
         db = self._db
         channel_name = PgFanout.channel_name(db_url) if postgres else None
         self.store = SqlStore(db, notify_channel=channel_name)
+        self.metrics.read_from(lambda: read_counts(db, self.clock.now()), self.store.advisors)
         channel: VisitorChannel = self.hub
         if postgres:
             # several processes may share this database: events reach every process's pages,
@@ -161,6 +181,7 @@ class Switchboard:
                 routing=RoutingSettings(config.routing.capacity, config.routing.invite_timeout),
                 abandon_after=config.routing.abandon_after,
             ),
+            self.metrics,
         )
         crash_after = os.environ.get(CRASH_HOOK)
         if crash_after:
@@ -180,6 +201,7 @@ class Switchboard:
             events,
             self.watch,
             not_ready=self.readiness.not_ready,
+            report=self.metrics.transaction,
         )
         self.catch_up = CatchUp(self.gateway.bot.api, self._served_rooms, self.endpoint)
         self.endpoint.read_back = self.catch_up.events_since
@@ -200,11 +222,19 @@ class Switchboard:
                 typing_burst=config.portal.typing_burst,
             ),
             not_ready=self.readiness.not_ready,
+            reports=self.metrics,
         )
         await self._serve(
             self.endpoint.app(), config.appservice.hostname, config.appservice.port, "appservice"
         )
         await self._serve(portal, config.portal.hostname, config.portal.port, "portal")
+        if config.metrics.enabled:
+            await self._serve(
+                self.metrics.app(), config.metrics.hostname, config.metrics.port, "metrics"
+            )
+            log.info(
+                "metrics on http://%s:%d/metrics", config.metrics.hostname, config.metrics.port
+            )
         log.info(
             "listening: portal on %s:%d, appservice endpoint on %s:%d; /ready says when "
             "Switchboard serves",

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -49,6 +50,14 @@ class PushWatch(Protocol):
 #: The events of a room at or after a time, oldest first, read back from the homeserver.
 ReadBack = Callable[[str, float], Awaitable[list[Any]]]
 
+#: Told each transaction's outcome (``ok``, ``failed``, ``not_ready``, ``forbidden``,
+#: ``bad_request``) and, for one that was handled, how many seconds it took (the metrics).
+Report = Callable[[str, "float | None"], None]
+
+
+def _report_nothing(outcome: str, seconds: float | None) -> None:
+    pass
+
 
 def _error(status: int, errcode: str, error: str) -> web.Response:
     return web.json_response({"errcode": errcode, "error": error}, status=status)
@@ -62,9 +71,11 @@ class AppserviceEndpoint:
         sink: EventSink,
         watch: PushWatch | None = None,
         not_ready: Callable[[], str | None] = lambda: None,
+        report: Report = _report_nothing,
     ) -> None:
         self._hs_token = hs_token.encode()
         self._not_ready = not_ready
+        self._report = report
         self._log = log_store
         self._sink = sink
         self._watch = watch
@@ -97,12 +108,15 @@ class AppserviceEndpoint:
         return bool(token) and secrets.compare_digest(token.encode(), self._hs_token)
 
     async def transaction(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()
         if not self._authorised(request):
+            self._report("forbidden", None)
             return _error(403, "M_FORBIDDEN", "Bad or missing hs_token")
         waiting = self._not_ready()
         if waiting is not None:
             # not yet able to record it: the homeserver keeps it and retries (a ping once we
             # are ready ends its back-off)
+            self._report("not_ready", None)
             return web.json_response(
                 {"errcode": "M_UNKNOWN", "error": f"Switchboard is starting ({waiting})"},
                 status=503,
@@ -112,8 +126,10 @@ class AppserviceEndpoint:
         try:
             body = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError, RecursionError):
+            self._report("bad_request", None)
             return _error(400, "M_NOT_JSON", "Transaction body is not JSON")
         if not isinstance(body, dict):
+            self._report("bad_request", None)
             return _error(400, "M_BAD_JSON", "Transaction body must be an object")
         async with self._lock:  # the homeserver sends one at a time; so do we
             if await self._log.transaction_done(txn_id):
@@ -132,8 +148,10 @@ class AppserviceEndpoint:
                 await self._log.mark_transaction(txn_id)
             except Exception:
                 log.exception("transaction %s failed; the homeserver will retry it", txn_id)
+                self._report("failed", time.monotonic() - arrived)
                 return _error(500, "M_UNKNOWN", "Transaction failed; retry later")
         self.transactions_handled += 1
+        self._report("ok", time.monotonic() - arrived)
         if self._watch is not None:
             self._watch.pushed()
         return web.json_response({})

@@ -285,6 +285,7 @@ class Lab:
                 "appservice.address": f"http://127.0.0.1:{as_port}",
                 "appservice.port": as_port,
                 "logging.root.level": "WARNING",
+                "metrics.enabled": False,  # several desks at once: one port each otherwise
             },
         )
         self.server.start()

@@ -7,7 +7,7 @@ from typing import Mapping
 
 from .model import RoutingSettings
 from .outbox import Dispatcher, Handlers, UnitOfWork
-from .ports import Clock, MatrixGateway, Store, VisitorChannel
+from .ports import Clock, DeskMetrics, MatrixGateway, Store, VisitorChannel
 from .services.advisors import AdvisorService
 from .services.bot import BotService
 from .services.matrix_side import MatrixSide
@@ -48,12 +48,14 @@ def build_desk(
     channel: VisitorChannel,
     clock: Clock,
     settings: DeskSettings,
+    metrics: DeskMetrics | None = None,
 ) -> Desk:
+    """The core on these adapters; ``metrics`` is told what the operators measure."""
     handlers = Handlers()
     outbox = Dispatcher(store, handlers, clock)
     uow = UnitOfWork(store, clock, outbox.wake)
     presenter = Presenter(store, channel, settings.topics)
-    queue = QueueService(store, uow, presenter, clock, settings.routing)
+    queue = QueueService(store, uow, presenter, clock, settings.routing, metrics)
     visitors = VisitorService(
         store,
         uow,
@@ -69,7 +71,7 @@ def build_desk(
     advisors = AdvisorService(store, uow, queue)
     bot = BotService(store, uow, gateway, advisors)
     bot.register(handlers)
-    MatrixSide(store, gateway, queue, presenter).register(handlers)
+    MatrixSide(store, gateway, queue, presenter, clock, metrics).register(handlers)
     visitors.register(handlers)
     handlers.check_complete()
     return Desk(

@@ -335,3 +335,27 @@ class VisitorChannel(Protocol):
 
     def is_watching(self, conversation_id: ConversationId) -> bool:
         """Whether the visitor has the conversation open in a page right now."""
+
+
+class DeskMetrics(Protocol):
+    """What the core measures for the operators (the appservice exports it to Prometheus).
+
+    A measurement only: nothing the core decides depends on it, and it must not fail."""
+
+    def invite_sent(self, since_start: float) -> None:
+        """An advisor was invited to a chat, ``since_start`` seconds after the visitor started
+        it (each invite counts: a second one after an advisor let the first pass, too)."""
+
+    def visitor_accepted(self, waited: float) -> None:
+        """An advisor took a visitor who had waited ``waited`` seconds in the queue (from
+        their place in it: a visitor put back by an advisor who left keeps that place)."""
+
+
+class NoMetrics:
+    """Measures nothing: the core's default (unit tests, benchmarks)."""
+
+    def invite_sent(self, since_start: float) -> None:
+        pass
+
+    def visitor_accepted(self, waited: float) -> None:
+        pass

@@ -30,6 +30,7 @@ from . import inputs
 from .assets import Assets
 from .hub import Subscriber, VisitorHub
 from .openapi import openapi_document
+from .reports import NoReports, PortalReports
 from .security import ClientAddress, Origins, RateLimiter, Sessions, TypingGate, origin_of
 from .serialize import message_json, view_json
 
@@ -73,6 +74,7 @@ START_LIMIT = web.AppKey("start_limit", RateLimiter)
 MESSAGE_LIMIT = web.AppKey("message_limit", RateLimiter)
 TYPING_GATE = web.AppKey("typing_gate", TypingGate)
 ASSETS = web.AppKey("assets", Assets)
+REPORTS = web.AppKey[PortalReports]("reports")
 #: Why the desk cannot serve yet (database, homeserver…), or None once it can
 NOT_READY = web.AppKey[Callable[[], "str | None"]]("not_ready")
 
@@ -283,9 +285,15 @@ async def start_conversation(request: web.Request) -> web.Response:
     address = request.app[CLIENT](request)
     limiter = request.app[START_LIMIT]
     # only a conversation really being created costs a token: a retried start is free
-    conversation, created = await conversations.start(
-        session_hash, form, admit=lambda: limiter.wait(address)
-    )
+    try:
+        conversation, created = await conversations.start(
+            session_hash, form, admit=lambda: limiter.wait(address)
+        )
+    except RateLimited:
+        request.app[REPORTS].refused("start")
+        raise
+    if created:
+        request.app[REPORTS].started()
     history = await conversations.history(conversation.id)
     return web.json_response(
         {
@@ -305,9 +313,13 @@ async def post_message(request: web.Request) -> web.Response:
     inputs.within(body, inputs.MESSAGE_LIMITS)
     limiter = request.app[MESSAGE_LIMIT]
     # only a message really being stored costs a token: a retry of a stored one is answered
-    message = await request.app[CONVERSATIONS].visitor_message(
-        session_hash, client_id, body.get("body"), admit=lambda: limiter.wait(session_hash)
-    )
+    try:
+        message = await request.app[CONVERSATIONS].visitor_message(
+            session_hash, client_id, body.get("body"), admit=lambda: limiter.wait(session_hash)
+        )
+    except RateLimited:
+        request.app[REPORTS].refused("message")
+        raise
     return web.json_response({"message": message_json(message)}, status=201)
 
 
@@ -319,6 +331,8 @@ async def post_typing(request: web.Request) -> web.Response:
         raise InvalidInput('Expected {"typing": true|false}.')
     if request.app[TYPING_GATE].passes(session_hash, typing):
         await request.app[CONVERSATIONS].visitor_typing(session_hash, typing)
+    elif typing:  # (a stop without a start passed on is no refusal: there is nothing to stop)
+        request.app[REPORTS].refused("typing")
     return web.Response(status=204)  # a notification over the limit is dropped silently
 
 
@@ -450,9 +464,11 @@ def create_app(
     *,
     monotonic: Callable[[], float] = time.monotonic,
     not_ready: Callable[[], str | None] = lambda: None,
+    reports: PortalReports | None = None,
 ) -> web.Application:
     """The portal; ``monotonic`` times its rate limits (a test passes a fake clock's);
-    ``not_ready`` says why the desk cannot serve yet (None once it can)."""
+    ``not_ready`` says why the desk cannot serve yet (None once it can); ``reports`` is told
+    what the rate limits refuse and which chats start (the metrics)."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[starting_gate, errors_middleware])
     app.on_response_prepare.append(security_headers)
     app[CONVERSATIONS] = conversations
@@ -470,6 +486,7 @@ def create_app(
     )
     app[ASSETS] = Assets.scan(HERE / "static")
     app[NOT_READY] = not_ready
+    app[REPORTS] = reports or NoReports()
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),

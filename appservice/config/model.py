@@ -90,6 +90,13 @@ class DeskConfig:
     admins: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool
+    hostname: str
+    port: int
+
+
 #: the sections of the file and the dataclass each one is read into; ``logging`` is a standard
 #: logging dictConfig, taken as it is (``appservice.logs`` applies it)
 SECTIONS: dict[str, type] = {
@@ -99,6 +106,7 @@ SECTIONS: dict[str, type] = {
     "portal": PortalConfig,
     "routing": RoutingConfig,
     "desk": DeskConfig,
+    "metrics": MetricsConfig,
 }
 LOGGING = "logging"
 
@@ -120,6 +128,7 @@ class Config:
     portal: PortalConfig
     routing: RoutingConfig
     admins: tuple[str, ...]
+    metrics: MetricsConfig
     logging: dict[str, Any] = field(default_factory=dict, compare=False)
     path: Path | None = field(default=None, compare=False)
     #: what loading found worth telling the admin (defaulted keys, unknown keys, overrides);

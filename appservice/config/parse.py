@@ -186,7 +186,7 @@ def _check(reader: _Reader, sections: dict[str, Any], base_dir: Path) -> dict[st
     """Checks a type cannot express; returns the values they normalise."""
     problem = reader.problem
     out: dict[str, Any] = {}
-    hs, app, db, portal, routing, desk = (sections[name] for name in SECTIONS)
+    hs, app, db, portal, routing, desk, metrics = (sections[name] for name in SECTIONS)
     for dotted, url in (
         ("homeserver.address", hs and hs.address),
         ("appservice.address", app and app.address),
@@ -197,6 +197,7 @@ def _check(reader: _Reader, sections: dict[str, Any], base_dir: Path) -> dict[st
     for dotted, port in (
         ("appservice.port", app and app.port),
         ("portal.port", portal and portal.port),
+        ("metrics.port", metrics and metrics.port),
     ):
         if port is not None and not 1 <= port <= 65535:
             problem(dotted, f"expected a port number from 1 to 65535, got {port}")
@@ -301,7 +302,7 @@ def parse(
     checked = _check(reader, sections, base_dir)
     if reader.problems:
         raise ConfigError(reader.problems, path)
-    hs, app, db, portal, routing, desk = (sections[name] for name in SECTIONS)
+    hs, app, db, portal, routing, desk, metrics = (sections[name] for name in SECTIONS)
     if "database_note" in checked:
         notes = (*notes, Note(checked["database_note"], warning=True))
     return Config(
@@ -317,6 +318,7 @@ def parse(
         ),
         routing=routing,
         admins=desk.admins,
+        metrics=metrics,
         logging=logging_config or {},
         path=path,
         notes=notes,

@@ -21,7 +21,7 @@ from ..events import (
 )
 from ..model import Conversation, ConversationStatus, Sender, Transition, Visitor
 from ..outbox import Attempt, Handlers
-from ..ports import MatrixGateway, Store
+from ..ports import Clock, DeskMetrics, MatrixGateway, NoMetrics, Store
 from .presenter import Presenter
 from .queue import QueueService
 
@@ -32,12 +32,20 @@ TransitionFn = Callable[[Conversation], Transition]
 
 class MatrixSide:
     def __init__(
-        self, store: Store, gateway: MatrixGateway, queue: QueueService, presenter: Presenter
+        self,
+        store: Store,
+        gateway: MatrixGateway,
+        queue: QueueService,
+        presenter: Presenter,
+        clock: Clock,
+        metrics: DeskMetrics | None = None,
     ) -> None:
         self._store = store
         self._gateway = gateway
         self._queue = queue
         self._presenter = presenter
+        self._clock = clock
+        self._metrics = metrics or NoMetrics()
 
     def register(self, handlers: Handlers) -> None:
         handlers.register(ConversationOpened, self.open_room)
@@ -190,6 +198,7 @@ class MatrixSide:
                 _at(event.version, lambda c: c.skip(event.advisor, "The invite failed.")),
             )
             return
+        self._metrics.invite_sent(max(0.0, self._clock.now() - conversation.created_at))
         if present:  # in the room already: no join will come
             await self._queue.accept(conversation.id, event.advisor)
 

@@ -29,7 +29,7 @@ from ..model import (
     Transition,
 )
 from ..outbox import UnitOfWork
-from ..ports import Clock, Store
+from ..ports import Clock, DeskMetrics, NoMetrics, Store
 from ..routing import RoundRobin, advisor_load, queue_order, queue_positions
 from .presenter import Presenter
 
@@ -49,8 +49,10 @@ class QueueService:
         presenter: Presenter,
         clock: Clock,
         settings: RoutingSettings,
+        metrics: DeskMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics or NoMetrics()
         self._uow = uow
         self._presenter = presenter
         self._clock = clock
@@ -196,7 +198,10 @@ class QueueService:
         accepted = await self.change(
             conversation_id, lambda c: c.accept(advisor), f"{stored.name} joined the chat."
         )
-        return accepted is not None
+        if accepted is None:
+            return False
+        self._metrics.visitor_accepted(max(0.0, self._clock.now() - accepted.queued_at))
+        return True
 
     async def release(
         self, conversation_id: ConversationId, advisor: AdvisorMxid, note: str

@@ -75,6 +75,9 @@ CHANGED: dict[str, Any] = {
     "routing.capacity": 7,
     "routing.invite_timeout": 45.0,
     "routing.abandon_after": 600.0,
+    "metrics.enabled": False,
+    "metrics.hostname": "10.1.2.3",
+    "metrics.port": 9102,
     "desk.admins": ["@boss:example.net"],
     "logging": _changed_logging(),
 }

@@ -139,7 +139,7 @@ def logging_restored():
 async def test_an_unexpected_error_at_start_up_is_logged_once_with_its_traceback_and_ports_close(
     tmp_path, monkeypatch, capsys, logging_restored
 ):
-    portal_port, as_port = free_port(), free_port()
+    portal_port, as_port, metrics_port = free_port(), free_port(), free_port()
     generate(
         tmp_path / "config.yaml",
         tmp_path / "registration.yaml",
@@ -147,6 +147,7 @@ async def test_an_unexpected_error_at_start_up_is_logged_once_with_its_traceback
             "database.url": f"sqlite:///{tmp_path / 'switchboard.db'}",
             "portal.port": portal_port,
             "appservice.port": as_port,
+            "metrics.port": metrics_port,
         },
     )
     listening = asyncio.Event()
@@ -163,6 +164,6 @@ async def test_an_unexpected_error_at_start_up_is_logged_once_with_its_traceback
     errors = [line for line in err.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "start-up failed" in errors[0], err
     assert err.count("Traceback") == 1 and "RuntimeError: an unforeseen bug" in err
-    for port in (portal_port, as_port):
+    for port in (portal_port, as_port, metrics_port):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()

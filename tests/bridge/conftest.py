@@ -8,6 +8,7 @@ import pytest
 from bridge.desk import Desk as Core
 from bridge.desk import DeskSettings, build_desk
 from bridge.model import Conversation, ConversationId, RoutingSettings
+from bridge.ports import DeskMetrics
 from tests.fakes import FakeClock, FakeMatrixGateway, FakeVisitorChannel, MemoryStore, Settled
 
 TOPICS = {"general": "General question", "billing": "Billing"}
@@ -56,7 +57,7 @@ class Desk:
         return conversation
 
 
-def make_desk(**settings: Any) -> Desk:
+def make_desk(metrics: DeskMetrics | None = None, **settings: Any) -> Desk:
     store, gateway, channel, clock = (
         MemoryStore(),
         FakeMatrixGateway(),
@@ -69,6 +70,7 @@ def make_desk(**settings: Any) -> Desk:
         channel,
         clock,
         DeskSettings(topics=TOPICS, routing=RoutingSettings(3, 60.0), **settings),
+        metrics,
     )
     return Desk(store, gateway, channel, clock, core)
 

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "alembic",
     "jinja2",
     "aiohttp_jinja2",
+    "prometheus_client",  # the core measures through the DeskMetrics port
 }
 BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Protocol
 import pytest
 
 from appservice.bootstrap import Switchboard
-from appservice.config import Config, RoutingConfig, generate
+from appservice.config import Config, MetricsConfig, RoutingConfig, generate
 from appservice.local_homeserver import LocalHomeserver
 from bridge.ports import Clock
 from harness.advisor import AdvisorClient
@@ -54,6 +54,9 @@ def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Homeserver:
             "appservice.address": f"http://127.0.0.1:{as_port}",
             "appservice.port": as_port,
             "logging.root.level": "DEBUG",
+            # processes started from this config (tests/faults, tests/install) would all
+            # listen on the default metrics port; a desk of DeskFactory gets one of its own
+            "metrics.enabled": False,
         },
     )
     server.start()
@@ -88,7 +91,10 @@ class DeskFactory:
         clock: Clock | None = None,
         homeserver_address: str | None = None,
         portal: dict[str, Any] | None = None,
+        ready: bool = True,
     ) -> Switchboard:
+        """A started Switchboard; with ``ready=False`` it only listens (the test then calls
+        ``become_ready``)."""
         db = _database(self.backend, self.tmp_path)
         url = await db.__aenter__()
         port = free_port()
@@ -107,6 +113,7 @@ class DeskFactory:
                 abandon_after=base.routing.abandon_after,
             ),
             admins=admins,
+            metrics=MetricsConfig(enabled=True, hostname="127.0.0.1", port=free_port()),
         )
         if homeserver_address is not None:  # e.g. through a proxy the test can cut
             config = dataclasses.replace(
@@ -114,8 +121,8 @@ class DeskFactory:
                 homeserver=dataclasses.replace(base.homeserver, address=homeserver_address),
             )
         switchboard = Switchboard(config, clock)
-        await switchboard.start()
         self.running.append((switchboard, db))
+        await (switchboard.start() if ready else switchboard.listen())
         return switchboard
 
     async def stop_all(self) -> None:
