@@ -24,7 +24,7 @@ from appservice.startup import (
     listen_error,
     registration_error,
 )
-from tests.e2e.conftest import free_port
+from tests.desks import free_port
 
 
 def test_the_wait_between_tries_doubles_up_to_the_cap():

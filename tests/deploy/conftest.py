@@ -14,18 +14,7 @@ import pytest
 from appservice.bootstrap import Switchboard
 from harness.visitor import Visitor
 from tests.deploy.servers import Proxy, free_port_v4_and_v6, need, start_caddy, start_nginx
-from tests.e2e.conftest import (  # noqa: F401  (fixtures shared with the e2e tests)
-    DeskFactory,
-    free_port,
-    homeserver,
-    people,
-    sqlite_desks,
-)
-from tests.install.conftest import (  # noqa: F401  (the installed wheel)
-    installed_switchboard,
-    switchboard_processes,
-    wheel,
-)
+from tests.desks import DeskFactory, free_port
 
 PROXY = "127.0.0.1"  # the address the proxy connects to the portal from
 
@@ -58,7 +47,7 @@ class ProxiedDesk:
 
 @pytest.fixture(params=["nginx", "caddy"])
 async def proxied_desk(
-    request: pytest.FixtureRequest, sqlite_desks: DeskFactory, tmp_path: Path  # noqa: F811
+    request: pytest.FixtureRequest, sqlite_desks: DeskFactory, tmp_path: Path
 ) -> AsyncIterator[ProxiedDesk]:
     """A desk behind the shipped nginx site or Caddyfile; one new chat a minute per address."""
     need(request.param)  # before the desk starts

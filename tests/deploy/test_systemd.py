@@ -16,7 +16,7 @@ import pytest
 from harness.visitor import Visitor
 from tests.deploy.servers import DEPLOY, need
 from tests.deploy.settings import config_key_of
-from tests.install.conftest import InstalledSwitchboard, registered_config
+from tests.install.installed import InstalledSwitchboard, registered_config
 from tests.pg import fresh_schema_url
 
 UNIT = DEPLOY / "switchboard.service"

@@ -12,7 +12,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from appservice.__main__ import main
-from tests.e2e.conftest import free_port
+from tests.desks import free_port
 from tests.faults.process import SwitchboardProcess
 
 FIXTURE = Path(__file__).parents[1] / "appservice" / "fixtures" / "config-2b5463b.yaml"

@@ -14,7 +14,7 @@ import pytest
 from appservice.config import generate
 from bridge.model import Presence
 from harness.advisor import AdvisorClient
-from tests.e2e.conftest import PASSWORD, DeskFactory, Homeserver, free_port
+from tests.desks import PASSWORD, DeskFactory, Homeserver, free_port
 from tests.e2e.federation import FederatingHomeserver
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from harness.advisor import AdvisorClient
-from tests.e2e.conftest import PASSWORD, Homeserver
+from tests.desks import PASSWORD, Homeserver
 
 
 def test_registering_an_existing_user_returns_its_id(homeserver: Homeserver) -> None:

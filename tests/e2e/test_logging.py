@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from appservice.logs import configure, default_logging
-from tests.e2e.conftest import PASSWORD
+from tests.desks import PASSWORD
 
 SENTINELS = {
     "form": "form-text-7f3a9c",

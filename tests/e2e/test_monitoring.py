@@ -18,7 +18,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from appservice.bootstrap import Switchboard
-from tests.e2e.conftest import free_port
+from tests.desks import free_port
 from tests.e2e.test_metrics import scrape
 
 ROOT = Path(__file__).resolve().parents[2]

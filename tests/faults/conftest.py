@@ -6,14 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.e2e.conftest import (  # noqa: F401  (fixtures shared with the e2e tests)
-    desks,
-    free_port,
-    homeserver,
-    people,
-    pg_desks,
-    sqlite_desks,
-)
+from tests.desks import free_port
 from tests.faults.process import SwitchboardProcess, write_config
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.e2e.conftest import free_port
+from tests.desks import free_port
 
 
 class CuttableProxy:

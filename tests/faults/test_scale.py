@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from harness.visitor import Visitor
-from tests.e2e.conftest import free_port
+from tests.desks import free_port
 from tests.faults.process import SwitchboardProcess, write_config
 from tests.pg import fresh_schema_url
 

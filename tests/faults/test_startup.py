@@ -20,7 +20,7 @@ import pytest
 from yarl import URL
 
 from appservice.config import load, write_registration
-from tests.e2e.conftest import free_port
+from tests.desks import free_port
 from tests.faults.conftest import add_advisors_through_the_bot
 from tests.faults.process import SwitchboardProcess, write_config
 from tests.faults.proxy import CuttableProxy

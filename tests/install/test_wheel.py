@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.install.conftest import REPO, InstalledSwitchboard, Wheel, registered_config
+from tests.install.installed import REPO, InstalledSwitchboard, Wheel, registered_config
 from tests.pg import fresh_schema_url
 
 PACKAGES = ("bridge/", "appservice/", "web_portal/")

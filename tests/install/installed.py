@@ -19,12 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import (  # noqa: F401  (fixtures shared with the e2e tests)
-    Homeserver,
-    free_port,
-    homeserver,
-    people,
-)
+from tests.desks import Homeserver, free_port
 from tests.faults.process import SwitchboardProcess, write_config
 
 REPO = Path(__file__).resolve().parents[2]
