@@ -48,12 +48,17 @@ def _config(homeserver: Any, tmp_path: Path, **changes: Any) -> Path:
 
 
 @pytest.fixture
-async def launch() -> AsyncIterator[Launch]:
-    """Starts `switchboard run` processes, and stops any left running after the test."""
+async def launch(request: pytest.FixtureRequest) -> AsyncIterator[Launch]:
+    """Starts `switchboard run` processes, and stops any left running after the test: from
+    the checkout, or (``launch`` parametrised with "wheel") the wheel installed in a fresh
+    virtualenv outside it, as an admin runs it."""
     processes: list[SwitchboardProcess] = []
+    installed = None
+    if getattr(request, "param", "checkout") == "wheel":
+        installed = request.getfixturevalue("installed_switchboard")
 
     async def start(config_path: Path, until: str | None = "/health") -> SwitchboardProcess:
-        process = SwitchboardProcess(config_path)
+        process = installed.process(config_path) if installed else SwitchboardProcess(config_path)
         processes.append(process)
         if until is None:
             process.launch()
@@ -93,6 +98,7 @@ async def _ready_after(http: aiohttp.ClientSession, portal: str, timeout: float)
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("launch", ["checkout", "wheel"], indirect=True)
 async def test_started_before_the_homeserver_it_retries_refuses_transactions_and_serves_once_it_answers(  # noqa: E501
     homeserver, people, tmp_path, launch
 ):
@@ -149,6 +155,7 @@ async def test_started_before_the_homeserver_it_retries_refuses_transactions_and
         await proxy.cut()
 
 
+@pytest.mark.parametrize("launch", ["checkout", "wheel"], indirect=True)
 @pytest.mark.parametrize(
     "case, says",
     [
