@@ -87,6 +87,28 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def _maintain(args: argparse.Namespace) -> int:
+    from . import maintenance
+
+    config = load(args.config)
+    try:
+        if args.command == "backup":
+            pages = maintenance.backup(config, args.destination)
+            print(f"Copied the database to {args.destination} ({pages} pages).")
+            return 0
+        if args.to is None:
+            state = asyncio.run(maintenance.show_schema(config))
+            print(f"database schema: {state.current or 'empty (never migrated)'}")
+            print(f"this version migrates to: {state.head} (knows {', '.join(state.known)})")
+            return 0
+        before, after = asyncio.run(maintenance.migrate(config, args.to))
+        print(f"database schema: {before.current or 'empty'} -> {after.current or 'empty'}")
+        return 0
+    except maintenance.MaintenanceError as e:
+        print(f"switchboard: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
@@ -96,6 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("-r", "--registration", type=Path, default=Path("registration.yaml"))
     run_p = sub.add_parser("run", help="run Switchboard next to your homeserver")
     run_p.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+    mig = sub.add_parser(
+        "migrate",
+        help="show the database's schema version, or move it (e.g. back, before a downgrade)",
+    )
+    mig.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+    mig.add_argument("--to", help="the revision to move to: 'head' (newest) or one listed")
+    bak = sub.add_parser("backup", help="copy the SQLite database, safely while it runs")
+    bak.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+    bak.add_argument("destination", type=Path, help="a new file for the copy")
     demo = sub.add_parser(
         "demo", help="a local homeserver, Switchboard and an advisor, ready to try"
     )
@@ -117,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                 "Add the registration to your homeserver's app_service_config_files, "
                 "then restart the homeserver."
             )
+        elif args.command in ("migrate", "backup"):
+            return _maintain(args)
         elif args.command == "run":
             # until run() handles it, a SIGTERM (while loading) ends start-up as cleanly
             signal.signal(signal.SIGTERM, _stopped_early)
