@@ -45,6 +45,8 @@ async def test_a_config_from_the_first_version_upgraded_by_generate_holds_a_conv
     path.write_text(out.getvalue())
     monkeypatch.setenv("SWITCHBOARD_APPSERVICE__AS_TOKEN", registered.appservice.as_token)
     monkeypatch.setenv("SWITCHBOARD_APPSERVICE__HS_TOKEN", registered.appservice.hs_token)
+    # the upgrade turns the metrics listener on at its default port: one of the test's own
+    monkeypatch.setenv("SWITCHBOARD_METRICS__PORT", str(free_port()))
     monkeypatch.chdir(tmp_path)  # the database goes next to the config, not here
 
     assert main(["generate", "-c", str(path), "-r", str(etc / "registration.yaml")]) == 0
