@@ -338,6 +338,8 @@ class Switchboard:
         gap = self.watch.gap()
         if gap is not None and await self.catch_up.run(since=gap[0]):
             self.watch.caught_up(gap[1])
+            # presence changed while the homeserver was away is not pushed again
+            await self.advisors.presence_may_be_stale()
 
     async def _tick_forever(self) -> None:
         next_prune = next_ping = 0.0

@@ -243,6 +243,21 @@ class PresenceUnknown(DomainEvent):
         return f"presence:{self.advisor}"
 
 
+@dataclass(frozen=True)
+class PresenceMayBeStale(DomainEvent):
+    """The homeserver was away: presence changes it had for us then are not sent again, so
+    each advisor is asked once. ``was``: the presence the desk knew when it asked; a push that
+    came meanwhile (newer than the answer) wins."""
+
+    if_pending: ClassVar[str] = "keep"
+    advisor: AdvisorMxid
+    was: str
+
+    @property
+    def key(self) -> str:
+        return f"presence:{self.advisor}"
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -260,6 +275,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         BotInvited,
         AdvisorAdded,
         PresenceUnknown,
+        PresenceMayBeStale,
     )
 }
 

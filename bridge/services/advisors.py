@@ -7,7 +7,7 @@ import logging
 from typing import Callable
 
 from ..errors import InvalidInput, NotFound
-from ..events import AdvisorAdded, PresenceUnknown
+from ..events import AdvisorAdded, PresenceMayBeStale, PresenceUnknown
 from ..model import MAX_CAPACITY, Advisor, AdvisorMxid, AdvisorTransition, Presence, RoomId
 from ..outbox import UnitOfWork
 from ..ports import Advisors
@@ -119,6 +119,13 @@ class AdvisorService:
         if advisor is not None and advisor.presence is Presence.UNKNOWN:
             async with self._uow() as batch:
                 batch.raise_([PresenceUnknown(advisor.mxid)])
+
+    async def presence_may_be_stale(self) -> None:
+        """The homeserver was away (a catch-up read the rooms back): the presence changes it
+        held for us then are not pushed again, so every advisor is asked once."""
+        advisors = await self._store.advisors()
+        async with self._uow() as batch:
+            batch.raise_([PresenceMayBeStale(a.mxid, a.presence.value) for a in advisors])
 
     async def presence_changed(
         self, mxid: str, presence: Presence, *, unless_known: bool = False

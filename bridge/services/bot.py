@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import uuid
 
-from ..events import AdvisorAdded, BotInvited, BotSaid, PresenceUnknown
+from ..events import AdvisorAdded, BotInvited, BotSaid, PresenceMayBeStale, PresenceUnknown
 from ..model import AdvisorMxid, Presence, RoomId
 from ..outbox import Attempt, Handlers, UnitOfWork
 from ..ports import Advisors, MatrixGateway
@@ -38,6 +38,7 @@ class BotService:
         handlers.register(BotInvited, self._join)
         handlers.register(AdvisorAdded, self._welcome)
         handlers.register(PresenceUnknown, self._ask_presence)
+        handlers.register(PresenceMayBeStale, self._ask_presence_again)
 
     async def say(self, room_id: RoomId, text: str) -> None:
         """The bot posts ``text`` in the room (a notice), in order with what it said before."""
@@ -79,6 +80,14 @@ class BotService:
         if advisor is None or advisor.presence is not Presence.UNKNOWN:
             return  # removed, or a push told us meanwhile
         await self._ask_presence_of(advisor.mxid)
+
+    async def _ask_presence_again(self, event: PresenceMayBeStale, attempt: Attempt) -> None:
+        advisor = await self._store.get_advisor(event.advisor)
+        if advisor is None or advisor.presence.value != event.was:
+            return  # removed, or a push told us since the question was raised
+        presence = await self._gateway.presence(advisor.mxid)
+        if presence is not Presence.UNKNOWN:
+            await self._advisors.presence_changed(advisor.mxid, presence)
 
     async def _ask_presence_of(self, advisor: AdvisorMxid) -> None:
         # unknown if our homeserver has not heard of them yet (a user of another server whose

@@ -320,3 +320,23 @@ async def test_a_push_that_beats_the_answer_to_our_question_wins(room: Room) -> 
     await room.push("m.room.member", {"membership": "join"}, state_key=ANA)
     ana = await room.store.get_advisor(AdvisorMxid(ANA))
     assert ana is not None and ana.presence is Presence.OFFLINE
+
+
+async def test_after_the_homeserver_was_away_every_advisor_is_asked_once_again(
+    room: Room,
+) -> None:
+    # Ana went offline while the homeserver was away: that change is never pushed again
+    await room.core.advisors.presence_changed(ANA, Presence.ONLINE)
+    room.gateway.presences[AdvisorMxid(ANA)] = Presence.OFFLINE
+    await room.core.advisors.presence_may_be_stale()  # a catch-up read the rooms back
+    await room.core.outbox.drain()
+    ana = await room.store.get_advisor(AdvisorMxid(ANA))
+    assert ana is not None and ana.presence is Presence.OFFLINE
+
+    # a push that comes between the question being raised and asked wins over the answer
+    room.gateway.presences[AdvisorMxid(ANA)] = Presence.OFFLINE
+    await room.core.advisors.presence_may_be_stale()
+    await room.core.advisors.presence_changed(ANA, Presence.ONLINE)  # pushed meanwhile
+    await room.core.outbox.drain()
+    ana = await room.store.get_advisor(AdvisorMxid(ANA))
+    assert ana is not None and ana.presence is Presence.ONLINE
