@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import socket
 import uuid
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Protocol
 
@@ -17,7 +16,7 @@ from appservice.local_homeserver import LocalHomeserver
 from bridge.ports import Clock
 from harness.advisor import AdvisorClient
 from harness.visitor import Visitor
-from tests.pg import fresh_schema_url
+from tests.pg import database_url
 
 PASSWORD = "advisor-password"
 
@@ -64,15 +63,6 @@ def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Homeserver:
     server.stop()
 
 
-@asynccontextmanager
-async def _database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'switchboard.db'}"
-    else:
-        async with fresh_schema_url() as url:
-            yield url
-
-
 class DeskFactory:
     """Starts Switchboard instances against the session's homeserver."""
 
@@ -95,7 +85,7 @@ class DeskFactory:
     ) -> Switchboard:
         """A started Switchboard; with ``ready=False`` it only listens (the test then calls
         ``become_ready``)."""
-        db = _database(self.backend, self.tmp_path)
+        db = database_url(self.backend, self.tmp_path)
         url = await db.__aenter__()
         port = free_port()
         base = self.homeserver.config

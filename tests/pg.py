@@ -14,6 +14,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -83,3 +84,14 @@ async def schema_tables(url: str) -> set[str]:
     finally:
         await conn.close()
     return {row["table_name"] for row in rows}
+
+
+@asynccontextmanager
+async def database_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database of ``kind`` ("sqlite": a file in ``tmp_path``; "postgres": a fresh
+    schema, dropped after): its Switchboard URL."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'switchboard.db'}"
+    else:
+        async with fresh_schema_url() as url:
+            yield url

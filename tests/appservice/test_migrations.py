@@ -5,7 +5,6 @@ edits and removals of messages, and never the text of a removed one."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -32,7 +31,7 @@ from bridge.model import (
     MessageId,
     Sender,
 )
-from tests.pg import fresh_schema_url, schema_tables
+from tests.pg import schema_tables
 
 SWITCHBOARD_TABLES = {
     "visitors",
@@ -48,13 +47,9 @@ SWITCHBOARD_TABLES = {
 HEAD = "0005"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrations.db'}"
-    else:
-        async with fresh_schema_url() as pg_url:
-            yield pg_url
+@pytest.fixture
+def url(database_url: str) -> str:
+    return database_url
 
 
 async def tables(url: str) -> set[str]:

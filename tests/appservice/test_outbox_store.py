@@ -42,7 +42,7 @@ from bridge.model import AdvisorMxid, ConversationId, MessageId, Visitor, Visito
 from bridge.outbox import Dispatcher, Handlers
 from bridge.ports import OutboxRow, OutboxStore, Store
 from tests.fakes import FakeClock, MemoryStore
-from tests.pg import fresh_schema_url, server_url
+from tests.pg import database_url, fresh_schema_url, server_url
 
 T0 = 1_700_000_000.0
 LEASE = 15.0
@@ -58,15 +58,6 @@ class Backend:
     @property
     def outbox(self) -> OutboxStore:
         return self.store.outbox
-
-
-@asynccontextmanager
-async def sql_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'switchboard.db'}"
-    else:
-        async with fresh_schema_url() as url:
-            yield url
 
 
 @asynccontextmanager
@@ -86,7 +77,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     if request.param == "memory":
         yield Backend("memory", MemoryStore())
         return
-    async with sql_url(request.param, tmp_path) as url, started(url) as db:
+    async with database_url(request.param, tmp_path) as url, started(url) as db:
         yield Backend(request.param, SqlStore(db), url)
 
 

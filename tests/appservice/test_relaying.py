@@ -16,7 +16,7 @@ from appservice.commands import desk as desk_commands
 from appservice.config import Config, generate
 from appservice.content import read_message, strip_reply_fallback
 from appservice.events import MatrixEventHandler
-from bridge.desk import Desk, DeskSettings, build_desk
+from bridge.desk import Desk
 from bridge.model import (
     AdvisorMxid,
     ConversationId,
@@ -24,10 +24,10 @@ from bridge.model import (
     Message,
     Presence,
     RoomId,
-    RoutingSettings,
     Sender,
 )
 from bridge.ports import MessageChangedEvent, MessageEvent
+from tests.bridge.conftest import make_desk
 from tests.fakes import FakeClock, FakeMatrixGateway, FakeVisitorChannel, MemoryStore
 
 ANA = "@ana:test"
@@ -84,18 +84,13 @@ async def room(tmp_path: Path) -> Room:
     config = generate(
         tmp_path / "config.yaml", tmp_path / "registration.yaml", {"homeserver.domain": "test"}
     )
-    store, gateway, channel, clock = (
-        MemoryStore(),
-        FakeMatrixGateway(),
-        FakeVisitorChannel(),
-        FakeClock(),
-    )
-    core = build_desk(
-        store,
-        gateway,
-        channel,
-        clock,
-        DeskSettings({"general": "General"}, RoutingSettings(3, 60.0)),
+    desk = make_desk()
+    core, store, channel, gateway, clock = (
+        desk.core,
+        desk.store,
+        desk.channel,
+        desk.gateway,
+        desk.clock,
     )
     commands = CommandRegistry()
     desk_commands.register(commands, core, default_capacity=3)

@@ -39,7 +39,7 @@ from bridge.model import (
 )
 from bridge.ports import Store
 from tests.fakes import FakeClock, MemoryStore
-from tests.pg import fresh_schema_url
+from tests.pg import database_url
 
 T0 = 1_700_000_000.0
 
@@ -49,15 +49,6 @@ class Backend:
     name: str
     store: Store
     url: str | None = None  # the SQL backends' database, for a second "process"
-
-
-@asynccontextmanager
-async def sql_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'switchboard.db'}"
-    else:
-        async with fresh_schema_url() as url:
-            yield url
 
 
 @asynccontextmanager
@@ -80,7 +71,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     if request.param == "memory":
         yield Backend("memory", MemoryStore())
         return
-    async with sql_url(request.param, tmp_path) as url, started(url) as db:
+    async with database_url(request.param, tmp_path) as url, started(url) as db:
         yield Backend(request.param, SqlStore(db), url)
 
 
@@ -94,7 +85,7 @@ async def txn_log(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[AppserviceLog, FakeClock]]:
     clock = FakeClock(T0)
-    async with sql_url(request.param, tmp_path) as url, started(url) as db:
+    async with database_url(request.param, tmp_path) as url, started(url) as db:
         yield AppserviceLog(db, clock), clock
 
 

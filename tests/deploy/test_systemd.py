@@ -8,7 +8,6 @@ import configparser
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from harness.visitor import Visitor
 from tests.deploy.servers import DEPLOY, need
 from tests.deploy.settings import config_key_of
 from tests.install.installed import InstalledSwitchboard, registered_config
-from tests.pg import fresh_schema_url
 
 UNIT = DEPLOY / "switchboard.service"
 SHIPPED_COMMAND = "/opt/switchboard/bin/switchboard"  # where deploy/install.sh puts it
@@ -106,15 +104,6 @@ os.execv(sys.argv[1], sys.argv[1:])
 WRITE_EXECUTE = (
     "import mmap; mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)"
 )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'switchboard.db'}"
-    else:
-        async with fresh_schema_url() as url:
-            yield url
 
 
 async def test_switchboard_serves_a_visitor_under_memory_deny_write_execute(

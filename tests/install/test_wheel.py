@@ -8,14 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import tomllib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from ruamel.yaml import YAML
 
 from tests.install.installed import REPO, InstalledSwitchboard, Wheel, registered_config
-from tests.pg import fresh_schema_url
 
 PACKAGES = ("bridge/", "appservice/", "web_portal/")
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -77,15 +74,6 @@ def test_the_demo_without_its_extra_says_what_to_install(
     assert result.returncode == 2
     assert "pip install 'switchboard[demo]'" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "demo").exists()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'switchboard.db'}"
-    else:
-        async with fresh_schema_url() as url:
-            yield url
 
 
 async def test_installed_switchboard_connects_a_visitor_with_an_advisor(
