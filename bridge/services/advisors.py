@@ -6,27 +6,27 @@ import dataclasses
 import logging
 from typing import Callable
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, NotFound  # noqa: F401
 from ..events import AdvisorAdded, PresenceUnknown
-from ..model import MAX_CAPACITY, Advisor, AdvisorMxid, AdvisorTransition, Presence, RoomId
+from ..model import (
+    MAX_CAPACITY,
+    Advisor,
+    AdvisorMxid,
+    AdvisorTransition,
+    Presence,
+    RoomId,
+    parse_mxid,
+)
 from ..outbox import UnitOfWork
-from ..ports import Advisors
+from ..ports import Store
+from .groups import place_new_advisor
 from .queue import QueueService
 
 log = logging.getLogger(__name__)
 
 
-def parse_mxid(text: str) -> AdvisorMxid:
-    """A Matrix user id such as ``@ana:example.org``, or a clear error."""
-    text = text.strip()
-    localpart, sep, server = text[1:].partition(":")
-    if not text.startswith("@") or not sep or not localpart or not server or " " in text:
-        raise InvalidInput(f"{text!r} is not a Matrix user id; write it like @ana:example.org.")
-    return AdvisorMxid(text)
-
-
 class AdvisorService:
-    def __init__(self, store: Advisors, uow: UnitOfWork, queue: QueueService) -> None:
+    def __init__(self, store: Store, uow: UnitOfWork, queue: QueueService) -> None:
         self._store = store
         self._uow = uow
         self._queue = queue
@@ -49,6 +49,7 @@ class AdvisorService:
         advisor = Advisor(mxid=advisor_id, display_name=display_name)
         async with self._uow() as batch:
             await self._store.save_advisor(advisor)
+            await place_new_advisor(self._store, batch, advisor_id)
             if welcome:
                 batch.raise_([AdvisorAdded(advisor_id)])
         log.info("advisor %s added", advisor_id)
