@@ -102,6 +102,28 @@ class RecordingGateway:
         self._record("presence")
         return Presence.ONLINE
 
+    async def create_space(self, name: str, key: str) -> RoomId:
+        self._record("create_space")
+        return RoomId(f"!space-{key}:bench")
+
+    async def link_space(self, parent: RoomId, child: RoomId) -> None:
+        self._record("link_space")
+
+    async def unlink_space(self, parent: RoomId, child: RoomId) -> None:
+        self._record("unlink_space")
+
+    async def name_space(self, space: RoomId, name: str) -> None:
+        self._record("name_space")
+
+    async def invite_to_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
+        self._record("invite_to_space")
+
+    async def kick_from_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
+        self._record("kick_from_space")
+
+    async def leave_space(self, space: RoomId) -> None:
+        self._record("leave_space")
+
     def is_local(self, user: AdvisorMxid) -> bool:
         return True  # every advisor on the desk's homeserver: no form posted again
 
