@@ -134,10 +134,12 @@ class GroupService:
         handlers.register(MembershipChanged, self.update_space_members)
 
     async def _space(self, group_id: GroupId) -> RoomId | None:
-        """The group's space, made now if it has none yet (its parent's too: a child's
-        handler may run before the parent's); None for a group that is gone."""
+        """The group's space, made now if it has none yet (a child's handler may make its
+        parent's before the parent's own handler runs); None for a group that is gone, and
+        for the root: every advisor is in it, so a space of it would show nothing and only
+        add an invite for everyone; the top-level groups are top-level spaces."""
         group = await self._store.get_group(group_id)
-        if group is None:
+        if group is None or group.is_root:
             return None
         if group.space_id is not None:
             return group.space_id

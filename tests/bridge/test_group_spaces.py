@@ -25,24 +25,24 @@ async def space_of(desk: Desk, path: str):
     return line.group.space_id
 
 
-async def test_a_new_advisor_is_a_primary_member_of_the_root_and_invited_to_its_space(desk):
+async def test_a_new_advisor_is_a_primary_member_of_the_root_which_has_no_space(desk):
     await desk.advisor(ANA)
-    root_space = await space_of(desk, "/")
-    assert root_space is not None
-    assert [m.role for m in await desk.store.memberships_of(ANA)] == [Role.PRIMARY]
-    assert (root_space, ANA) in desk.gateway.in_space
+    assert await space_of(desk, "/") is None
+    assert [(m.group_id, m.role) for m in await desk.store.memberships_of(ANA)] == [
+        (ROOT_ID, Role.PRIMARY)
+    ]
+    assert desk.gateway.spaces == []
 
 
 async def test_nested_groups_become_nested_spaces(desk, groups):
     await groups.create("support")
     await groups.create("support/billing", "Billing")
     support, billing = await space_of(desk, "support"), await space_of(desk, "support/billing")
-    root = await space_of(desk, "/")
-    assert desk.gateway.links == {(root, support), (support, billing)}
+    assert desk.gateway.links == {(support, billing)}
     assert ("space", billing, "Billing") in desk.gateway.spaces
     # each space made once, even if a handler runs again
     await desk.core.groups.make_space(*_created(desk, billing))
-    assert len(desk.gateway.of_spaces("space")) == 3
+    assert len(desk.gateway.of_spaces("space")) == 2
 
 
 def _created(desk: Desk, space):
@@ -85,10 +85,7 @@ async def test_a_new_primary_group_takes_the_advisor_out_of_the_old_one(desk, gr
     assert [(m.group_id, m.role) for m in await desk.store.memberships_of(ANA)] == [
         ((await desk.core.groups.tree())[1].group.id, Role.PRIMARY)
     ]
-    # still in the root's space: it is the parent of their group's
-    assert {(await space_of(desk, "/"), ANA), (await space_of(desk, "support"), ANA)} == (
-        desk.gateway.in_space
-    )
+    assert {(await space_of(desk, "support"), ANA)} == desk.gateway.in_space
     # the root cannot be deleted, nor a group that is someone's primary one
     with pytest.raises(InvalidInput, match="primary group of @ana:hs"):
         await groups.delete("support")
