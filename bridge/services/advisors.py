@@ -7,7 +7,7 @@ import logging
 from typing import Callable
 
 from ..errors import InvalidInput, NotFound  # noqa: F401
-from ..events import AdvisorAdded, PresenceUnknown
+from ..events import AdvisorAdded, MembershipChanged, PresenceUnknown
 from ..model import (
     MAX_CAPACITY,
     Advisor,
@@ -62,8 +62,12 @@ class AdvisorService:
 
     async def remove(self, mxid: str) -> None:
         advisor_id = parse_mxid(mxid)
-        if not await self._store.remove_advisor(advisor_id):
-            raise NotFound(f"{advisor_id} is not an advisor.")
+        async with self._uow() as batch:
+            groups = await self._store.memberships_of(advisor_id)
+            if not await self._store.remove_advisor(advisor_id):
+                raise NotFound(f"{advisor_id} is not an advisor.")
+            # out of their groups' spaces too
+            batch.raise_([MembershipChanged(m.group_id, advisor_id, None) for m in groups])
         log.info("advisor %s removed", advisor_id)
         await self._queue.release_all_of(
             advisor_id, "Your advisor had to leave. We are finding you another one."

@@ -108,3 +108,13 @@ async def test_only_advisors_join_groups(desk, groups):
     with pytest.raises(Exception, match="not an advisor; add them first with !advisor add"):
         await groups.add_member("support", "@nobody:hs", Role.SECONDARY)
     assert ROOT_ID in desk.store.groups_
+
+
+async def test_a_removed_advisor_is_removed_from_their_groups_spaces(desk, groups):
+    await desk.advisor(ANA)
+    await groups.create("support")
+    await groups.add_member("support", ANA, Role.SECONDARY)
+    assert desk.gateway.in_space == {(await space_of(desk, "support"), ANA)}
+    await desk.advisors.remove(ANA)
+    assert desk.gateway.in_space == set()
+    assert await desk.store.memberships_of(ANA) == []
