@@ -64,3 +64,45 @@ async def test_groups_become_nested_spaces_an_advisor_is_invited_to(desks, peopl
     await admin.send_text(dm, "!group rename sales/billing Invoices")
     await admin.wait_for_message(dm, "is now called Invoices", sender=bot)
     await ana.wait_for_state(billing, "m.room.name", "", lambda c: c.get("name") == "Invoices")
+
+
+async def test_a_deleted_group_is_unlinked_and_its_members_and_leavers_are_removed(
+    sqlite_desks, people, homeserver
+):
+    admin_id = homeserver.new_user("admin")
+    desk = await sqlite_desks.start(admins=(admin_id,))
+    admin = await people.login(admin_id)
+    ana = await people.advisor(None, "ana")
+    bot = desk.config.bot_mxid
+
+    dm = await admin.create_room(invite=[bot], is_direct=True)
+    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    for command, answer in (
+        (f"!advisor add {ana.user_id}", "is now an advisor"),
+        ("!group create sales Sales", "created"),
+        ("!group create sales/eu Europe", "created"),
+        (f"!group add sales/eu {ana.user_id} secondary", "is now in sales/eu"),
+        (f"!group add sales {ana.user_id} secondary", "is now in sales"),
+    ):
+        await admin.send_text(dm, command)
+        await admin.wait_for_message(dm, answer, sender=bot)
+
+    def named(name: str):
+        return lambda r: ana.state.get(r, {}).get(("m.room.name", ""), {}).get("name") == name
+
+    eu = await ana.wait_for_invite(named("Europe"), timeout=20)
+    sales = await ana.wait_for_invite(named("Sales"))
+    await ana.join(sales)
+    await ana.join(eu)
+    await ana.wait_for_state(sales, "m.space.child", eu)
+
+    # deleted: its member is removed, its link in the parent emptied, the bot leaves it
+    await admin.send_text(dm, "!group delete sales/eu")
+    await admin.wait_for_message(dm, "Group sales/eu deleted.", sender=bot)
+    await ana.wait_for_member(eu, ana.user_id, "leave")
+    await ana.wait_for_state(sales, "m.space.child", eu, lambda c: "via" not in c)
+
+    # an advisor removed from a group is removed from its space
+    await admin.send_text(dm, f"!group remove sales {ana.user_id}")
+    await admin.wait_for_message(dm, "is no longer in sales", sender=bot)
+    await ana.wait_for_member(sales, ana.user_id, "leave")
