@@ -68,7 +68,7 @@ prometheus:
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check bridge appservice web_portal alembic tests harness bench
 	$(BIN)/black --check --quiet bridge appservice web_portal alembic tests harness bench
-	$(BIN)/mypy bridge appservice web_portal
+	$(BIN)/mypy bridge appservice web_portal harness bench
 
 test: $(VENV)/.test-installed chromium deploy-tools prometheus lint
 	$(BIN)/python -m pytest

@@ -27,6 +27,7 @@ from .catch_up import CatchUp, HomeserverWatch
 from .clock import WallClock
 from .commands import CommandRegistry
 from .commands import desk as desk_commands
+from .commands import groups as group_commands
 from .commands import outbox as outbox_commands
 from .config import Config
 from .db import (
@@ -193,6 +194,7 @@ class Switchboard:
         commands = CommandRegistry()
         desk_commands.register(commands, self.desk, default_capacity=config.routing.capacity)
         outbox_commands.register(commands, self.store.outbox, self.clock, self._wake_dispatcher)
+        group_commands.register(commands, self.desk.groups)
         events = MatrixEventHandler(config, self.desk, commands)
         self.txn_log = AppserviceLog(db, self.clock)
         self.endpoint = AppserviceEndpoint(

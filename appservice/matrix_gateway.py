@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 TXN_KEY = "org.switchboard.txn_id"
 RESEND_LOOKBACK = 100  # events: far more than a visitor sends while the homeserver is away
 PRESENCES = {p.value: p for p in Presence}
+SPACE_CHILD = EventType.find("m.space.child", EventType.Class.STATE)
+SPACE_PARENT = EventType.find("m.space.parent", EventType.Class.STATE)
 NOT_THERE = ("not in the room", "not in room", "not invited", "not joined")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -259,6 +261,97 @@ class MautrixGateway:
             # pushed to us then). "offline" would hand their visitors back.
             return Presence.UNKNOWN
         return PRESENCES.get(found.presence.value, Presence.UNKNOWN)
+
+    # spaces of the advisor groups
+
+    @_classified
+    async def create_space(self, name: str, key: str) -> RoomId:
+        alias = self._room_alias(key)
+        try:
+            room_id = await self.bot.create_room(
+                alias_localpart=alias,
+                preset=RoomCreatePreset.PRIVATE,  # invite-only
+                name=name,
+                creation_content={"type": "m.space"},
+                initial_state=[
+                    {
+                        "type": "m.room.history_visibility",
+                        "state_key": "",
+                        "content": {"history_visibility": "shared"},
+                    },
+                    {
+                        "type": "m.room.guest_access",
+                        "state_key": "",
+                        "content": {"guest_access": "forbidden"},
+                    },
+                ],
+                # no "users" map: the creator's power is implied (room v12 refuses it listed);
+                # members may read the space, only the bot shapes it
+                power_level_override={
+                    "invite": 100,
+                    "kick": 100,
+                    "ban": 100,
+                    "redact": 100,
+                    "state_default": 100,
+                    "events_default": 100,
+                },
+            )
+        except MRoomInUse:
+            # made before under this key (its answer lost, or we died before storing it)
+            found = await self.bot.resolve_room_alias(RoomAlias(f"#{alias}:{self.bot.domain}"))
+            room_id = found.room_id
+            log.info("found the space %s made before under %s", room_id, alias)
+        await self.bot.state_store.joined(room_id, self.bot.mxid)
+        return RoomId(room_id)
+
+    @_classified
+    async def link_space(self, parent: RoomId, child: RoomId) -> None:
+        # mautrix's JSON type does not take a plain dict literal
+        child_link: Any = {"via": [self.bot.domain]}
+        parent_link: Any = {"via": [self.bot.domain], "canonical": True}
+        await self.bot.send_state_event(RoomID(parent), SPACE_CHILD, child_link, state_key=child)
+        await self.bot.send_state_event(RoomID(child), SPACE_PARENT, parent_link, state_key=parent)
+
+    @_classified
+    async def unlink_space(self, parent: RoomId, child: RoomId) -> None:
+        # an empty content removes a link; the bot may have left a deleted group's space
+        for room, kind, key in ((parent, SPACE_CHILD, child), (child, SPACE_PARENT, parent)):
+            try:
+                await self.bot.send_state_event(RoomID(room), kind, {}, state_key=key)
+            except MatrixRequestError as e:
+                if not _gone(e):
+                    raise
+
+    @_classified
+    async def name_space(self, space: RoomId, name: str) -> None:
+        await self.bot.set_room_name(RoomID(space), name)
+
+    @_classified
+    async def invite_to_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
+        try:
+            await ClientAPI.invite_user(self.bot, RoomID(space), UserID(advisor))
+        except MAlreadyJoined:
+            return
+        except MForbidden as e:
+            if "already in the room" in e.message or "is already joined" in e.message:
+                return
+            raise
+
+    @_classified
+    async def kick_from_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
+        try:
+            await self.bot.kick_user(RoomID(space), UserID(advisor), reason="left the group")
+        except MatrixRequestError as e:
+            if not _gone(e):
+                raise
+
+    @_classified
+    async def leave_space(self, space: RoomId) -> None:
+        try:
+            await self.bot.leave_room(RoomID(space))
+        except MatrixRequestError as e:
+            if not _gone(e):
+                raise
 
     def is_local(self, user: AdvisorMxid) -> bool:
         return user.endswith(f":{self._config.homeserver.domain}")

@@ -52,9 +52,16 @@ class RecordingGateway:
         self._record("create_puppet")
         return PuppetMxid(f"@sb_visitor_{visitor.id}:bench")
 
-    async def create_room(self, puppet: PuppetMxid, name: str, topic: str) -> RoomId:
+    async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
         self._record("create_room")
         return RoomId(f"!made{next(self._ids)}:bench")
+
+    async def find_room(self, key: str) -> RoomId | None:
+        self._record("find_room")
+        return None
+
+    async def forget_room_key(self, key: str) -> None:
+        self._record("forget_room_key")
 
     async def puppet_join(self, room_id: RoomId, puppet: PuppetMxid) -> None:
         self._record("puppet_join")
@@ -101,6 +108,28 @@ class RecordingGateway:
     async def presence(self, user: AdvisorMxid) -> Presence:
         self._record("presence")
         return Presence.ONLINE
+
+    async def create_space(self, name: str, key: str) -> RoomId:
+        self._record("create_space")
+        return RoomId(f"!space-{key}:bench")
+
+    async def link_space(self, parent: RoomId, child: RoomId) -> None:
+        self._record("link_space")
+
+    async def unlink_space(self, parent: RoomId, child: RoomId) -> None:
+        self._record("unlink_space")
+
+    async def name_space(self, space: RoomId, name: str) -> None:
+        self._record("name_space")
+
+    async def invite_to_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
+        self._record("invite_to_space")
+
+    async def kick_from_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
+        self._record("kick_from_space")
+
+    async def leave_space(self, space: RoomId) -> None:
+        self._record("leave_space")
 
     def is_local(self, user: AdvisorMxid) -> bool:
         return True  # every advisor on the desk's homeserver: no form posted again

@@ -10,6 +10,7 @@ from .outbox import Dispatcher, Handlers, UnitOfWork
 from .ports import Clock, DeskMetrics, MatrixGateway, Store, VisitorChannel
 from .services.advisors import AdvisorService
 from .services.bot import BotService
+from .services.groups import GroupService
 from .services.matrix_side import MatrixSide
 from .services.presenter import Presenter
 from .services.queue import QueueService
@@ -27,8 +28,8 @@ class DeskSettings:
 @dataclass
 class Desk:
     """The core's services by caller: ``visitors`` (the portal), ``rooms`` (Matrix events),
-    ``advisors`` and ``bot`` (the bot's commands), ``queue`` (routing) and the ``outbox``
-    dispatcher that runs every side effect."""
+    ``advisors``, ``groups`` and ``bot`` (the bot's commands), ``queue`` (routing) and the
+    ``outbox`` dispatcher that runs every side effect."""
 
     store: Store
     presenter: Presenter
@@ -37,6 +38,7 @@ class Desk:
     rooms: RoomService
     advisors: AdvisorService
     bot: BotService
+    groups: GroupService
     handlers: Handlers
     outbox: Dispatcher
     uow: UnitOfWork
@@ -71,6 +73,8 @@ def build_desk(
     advisors = AdvisorService(store, uow, queue)
     bot = BotService(store, uow, gateway, advisors)
     bot.register(handlers)
+    groups = GroupService(store, uow, gateway)
+    groups.register(handlers)
     MatrixSide(store, gateway, queue, presenter, clock, metrics).register(handlers)
     visitors.register(handlers)
     handlers.check_complete()
@@ -82,6 +86,7 @@ def build_desk(
         rooms=rooms,
         advisors=advisors,
         bot=bot,
+        groups=groups,
         handlers=handlers,
         outbox=outbox,
         uow=uow,

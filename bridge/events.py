@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from .groups import GroupId
     from .model import AdvisorMxid, ConversationId, MessageId, RoomId
 
 
@@ -258,6 +259,69 @@ class PresenceMayBeStale(DomainEvent):
         return f"presence:{self.advisor}"
 
 
+@dataclass(frozen=True)
+class GroupCreated(DomainEvent):
+    """A new group: its space is made and linked under its parent's space."""
+
+    group_id: GroupId
+    parent_id: GroupId
+
+    @property
+    def key(self) -> str:
+        return f"g:{self.group_id}"
+
+
+@dataclass(frozen=True)
+class GroupRenamed(DomainEvent):
+    """The group's space takes the group's (current) display name."""
+
+    group_id: GroupId
+
+    @property
+    def key(self) -> str:
+        return f"g:{self.group_id}"
+
+
+@dataclass(frozen=True)
+class GroupMoved(DomainEvent):
+    """The group's space is unlinked from the old parent's space and linked under the new."""
+
+    group_id: GroupId
+    old_parent_id: GroupId
+    new_parent_id: GroupId
+
+    @property
+    def key(self) -> str:
+        return f"g:{self.group_id}"
+
+
+@dataclass(frozen=True)
+class GroupDeleted(DomainEvent):
+    """The group is gone: its space is unlinked from the parent's and the bot leaves it."""
+
+    group_id: GroupId
+    parent_id: GroupId
+    space_id: RoomId | None
+
+    @property
+    def key(self) -> str:
+        return f"g:{self.group_id}"
+
+
+@dataclass(frozen=True)
+class MembershipChanged(DomainEvent):
+    """An advisor joined a group (``role``) or left it (``role`` None): they are invited to
+    its space (and its ancestors'), or removed from it."""
+
+    group_id: GroupId
+    advisor: AdvisorMxid
+    role: str | None
+
+    @property
+    def key(self) -> str:
+        return f"g:{self.group_id}"
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -276,6 +340,11 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         AdvisorAdded,
         PresenceUnknown,
         PresenceMayBeStale,
+        GroupCreated,
+        GroupRenamed,
+        GroupMoved,
+        GroupDeleted,
+        MembershipChanged,
     )
 }
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, NewType
 
 from . import events
-from .errors import IllegalTransition
+from .errors import IllegalTransition, InvalidInput
 
 VisitorId = NewType("VisitorId", str)
 ConversationId = NewType("ConversationId", str)
@@ -17,6 +17,15 @@ AdvisorMxid = NewType("AdvisorMxid", str)
 PuppetMxid = NewType("PuppetMxid", str)
 RoomId = NewType("RoomId", str)
 EventId = NewType("EventId", str)
+
+
+def parse_mxid(text: str) -> AdvisorMxid:
+    """A Matrix user id such as ``@ana:example.org``, or a clear error."""
+    text = text.strip()
+    localpart, sep, server = text[1:].partition(":")
+    if not text.startswith("@") or not sep or not localpart or not server or " " in text:
+        raise InvalidInput(f"{text!r} is not a Matrix user id; write it like @ana:example.org.")
+    return AdvisorMxid(text)
 
 
 class ConversationStatus(str, enum.Enum):

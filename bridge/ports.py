@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import AsyncContextManager, Collection, Protocol, Sequence
 
 from .events import DomainEvent
+from .groups import Group, GroupId, Membership
 from .model import (
     Advisor,
     AdvisorMxid,
@@ -132,6 +133,26 @@ class Advisors(Protocol):
     async def advisors(self) -> list[Advisor]: ...
 
 
+class Groups(Protocol):
+    """The group aggregate: the tree of advisor groups and who belongs to which."""
+
+    async def groups(self) -> list[Group]: ...
+    async def get_group(self, group_id: GroupId) -> Group | None: ...
+    async def add_group(self, group: Group) -> None: ...
+    async def save_group(self, group: Group) -> None:
+        """Overwrite name, parent, space and isolated flag of an existing group."""
+
+    async def remove_group(self, group_id: GroupId) -> None:
+        """The group goes, with its membership rows."""
+
+    async def members_of(self, group_id: GroupId) -> list[Membership]: ...
+    async def memberships_of(self, advisor: AdvisorMxid) -> list[Membership]: ...
+    async def save_membership(self, membership: Membership) -> None:
+        """Insert the membership, or overwrite the role of an existing one."""
+
+    async def remove_membership(self, group_id: GroupId, advisor: AdvisorMxid) -> None: ...
+
+
 class Settings(Protocol):
     """Small durable settings of the desk (e.g. the round-robin cursor)."""
 
@@ -139,7 +160,7 @@ class Settings(Protocol):
     async def set_setting(self, key: str, value: str) -> None: ...
 
 
-class Store(Transactions, Visitors, Conversations, Messages, Advisors, Settings, Protocol):
+class Store(Transactions, Visitors, Conversations, Messages, Advisors, Groups, Settings, Protocol):
     """Persistence of the desk, one port per aggregate; the adapters implement them all on
     one database, so that a transaction can span them."""
 
@@ -275,6 +296,27 @@ class MatrixGateway(Protocol):
 
     async def presence(self, user: AdvisorMxid) -> Presence:
         """The user's Matrix presence as the homeserver knows it now."""
+
+    async def create_space(self, name: str, key: str) -> RoomId:
+        """An invite-only Matrix space made by the bot, once per ``key`` (like ``create_room``:
+        a retry finds the space made before)."""
+
+    async def link_space(self, parent: RoomId, child: RoomId) -> None:
+        """``m.space.child`` in the parent and ``m.space.parent`` in the child."""
+
+    async def unlink_space(self, parent: RoomId, child: RoomId) -> None:
+        """Both links emptied (a link not there is done)."""
+
+    async def name_space(self, space: RoomId, name: str) -> None: ...
+
+    async def invite_to_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
+        """Invite the advisor (one already invited or joined is done)."""
+
+    async def kick_from_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
+        """Remove the advisor (one not there is done)."""
+
+    async def leave_space(self, space: RoomId) -> None:
+        """The bot leaves the space (one it is not in is done)."""
 
     def is_local(self, user: AdvisorMxid) -> bool:
         """Whether the user's account is on the desk's homeserver. One on another server sees

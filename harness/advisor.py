@@ -87,6 +87,9 @@ class AdvisorClient:
         self.typing_history: dict[str, list[list[str]]] = {}
         self.receipts: dict[str, dict[str, str]] = {}  # room -> user -> last read event id
         self.presence: dict[str, str] = {}
+        # room -> (type, state_key) -> content of the newest state event seen (invites: the
+        # stripped state the invite carries)
+        self.state: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self.errors: list[str] = []
         self._cond = asyncio.Condition()
         self._first_sync = asyncio.Event()
@@ -179,6 +182,12 @@ class AdvisorClient:
         if isinstance(event, (RoomMemberEvent, InviteMemberEvent)):
             self.members.setdefault(room_id, {})[event.state_key] = event.membership
 
+    def _record_state(self, room_id: str, event: Any) -> None:
+        source = getattr(event, "source", None)
+        if isinstance(source, dict) and "state_key" in source and "type" in source:
+            key = (source["type"], source["state_key"])
+            self.state.setdefault(room_id, {})[key] = source.get("content") or {}
+
     def _record_receipts(self, room_id: str, event: ReceiptEvent) -> None:
         for receipt in event.receipts:
             kind = getattr(receipt.receipt_type, "value", receipt.receipt_type)
@@ -189,6 +198,7 @@ class AdvisorClient:
         for room_id, invite in response.rooms.invite.items():
             for event in invite.invite_state:
                 self._record_member(room_id, event)
+                self._record_state(room_id, event)
                 if isinstance(event, InviteMemberEvent) and event.state_key == self.user_id:
                     self.invite_senders[room_id] = event.sender
             if room_id not in self.invites:
@@ -197,8 +207,10 @@ class AdvisorClient:
             for room_id, info in rooms.items():
                 for event in info.state:
                     self._record_member(room_id, event)
+                    self._record_state(room_id, event)
                 for event in info.timeline.events:
                     self._record_member(room_id, event)
+                    self._record_state(room_id, event)
                     self.timeline.setdefault(room_id, []).append(event)
                 for event in info.ephemeral:
                     if isinstance(event, TypingNoticeEvent):
@@ -344,6 +356,29 @@ class AdvisorClient:
 
         return await self._wait(
             check, timeout, "a receipt from %s in %s" % (user_id, room_id), room_id
+        )
+
+    async def wait_for_state(
+        self,
+        room_id: str,
+        event_type: str,
+        state_key: str = "",
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> dict[str, Any]:
+        """Wait until the room's state ``event_type``/``state_key`` (its content) matches
+        ``predicate`` (default: it exists and is not empty); return its content."""
+
+        def check() -> dict[str, Any] | None:
+            content = self.state.get(room_id, {}).get((event_type, state_key))
+            if content is None:
+                return None
+            ok = predicate(content) if predicate is not None else bool(content)
+            return content if ok else None
+
+        return await self._wait(
+            check, timeout, "state %s %r in %s" % (event_type, state_key, room_id), room_id
         )
 
     async def wait_for_presence(

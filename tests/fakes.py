@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Collection, Sequence
 
 from bridge.events import DomainEvent
+from bridge.groups import ROOT_ID, Group, GroupId, Membership, Role
 from bridge.model import (
     Advisor,
     AdvisorMxid,
@@ -59,6 +60,11 @@ class MemoryStore:
         self.messages_: dict[ConversationId, list[Message]] = {}
         self.advisors_: dict[AdvisorMxid, Advisor] = {}
         self.settings: dict[str, str] = {}
+        # the root group, as migration 0006 makes it
+        self.groups_: dict[GroupId, Group] = {
+            ROOT_ID: Group(ROOT_ID, "desk", "All advisors", None)
+        }
+        self.members: dict[tuple[GroupId, AdvisorMxid], Membership] = {}
         self.handled_events: set[str] = set()
         self.outbox = MemoryOutbox()
 
@@ -73,6 +79,8 @@ class MemoryStore:
                 self.messages_,
                 self.advisors_,
                 self.settings,
+                self.groups_,
+                self.members,
                 self.handled_events,
                 self.outbox.rows,
                 self.outbox._next,
@@ -88,6 +96,8 @@ class MemoryStore:
                 self.messages_,
                 self.advisors_,
                 self.settings,
+                self.groups_,
+                self.members,
                 self.handled_events,
                 self.outbox.rows,
                 self.outbox._next,
@@ -220,10 +230,56 @@ class MemoryStore:
         return self.advisors_.get(mxid)
 
     async def remove_advisor(self, mxid: AdvisorMxid) -> bool:
+        for key in [k for k in self.members if k[1] == mxid]:
+            del self.members[key]
         return self.advisors_.pop(mxid, None) is not None
 
     async def advisors(self) -> list[Advisor]:
         return sorted(self.advisors_.values(), key=lambda a: a.mxid)
+
+    async def groups(self) -> list[Group]:
+        return sorted(self.groups_.values(), key=lambda g: g.id)
+
+    async def get_group(self, group_id: GroupId) -> Group | None:
+        return self.groups_.get(group_id)
+
+    async def add_group(self, group: Group) -> None:
+        taken = any(
+            g.parent_id == group.parent_id and g.slug == group.slug for g in self.groups_.values()
+        )
+        if group.id in self.groups_ or taken:
+            raise ValueError(f"group {group.id} or its path exists already")
+        self.groups_[group.id] = group
+
+    async def save_group(self, group: Group) -> None:
+        if group.id in self.groups_:
+            self.groups_[group.id] = group
+
+    async def remove_group(self, group_id: GroupId) -> None:
+        self.groups_.pop(group_id, None)
+        for key in [k for k in self.members if k[0] == group_id]:
+            del self.members[key]
+
+    async def members_of(self, group_id: GroupId) -> list[Membership]:
+        return sorted(
+            (m for m in self.members.values() if m.group_id == group_id), key=lambda m: m.advisor
+        )
+
+    async def memberships_of(self, advisor: AdvisorMxid) -> list[Membership]:
+        return sorted(
+            (m for m in self.members.values() if m.advisor == advisor), key=lambda m: m.group_id
+        )
+
+    async def save_membership(self, membership: Membership) -> None:
+        if membership.role is Role.PRIMARY and any(
+            m.role is Role.PRIMARY and m.group_id != membership.group_id
+            for m in await self.memberships_of(membership.advisor)
+        ):
+            raise ValueError(f"{membership.advisor} has a primary group already")
+        self.members[(membership.group_id, membership.advisor)] = membership
+
+    async def remove_membership(self, group_id: GroupId, advisor: AdvisorMxid) -> None:
+        self.members.pop((group_id, advisor), None)
 
     async def get_setting(self, key: str) -> str | None:
         return self.settings.get(key)
@@ -416,6 +472,10 @@ class FakeMatrixGateway:
         self.presence_asked: list[AdvisorMxid] = []
         self.remote_servers: tuple[str, ...] = (":elsewhere",)  # other homeservers' users
         self.fail_leaves = 0  # the puppet's leave is refused this many times
+        # the space work, apart from ``sent`` (every advisor added joins the root's space)
+        self.spaces: list[tuple] = []
+        self.links: set[tuple[RoomId, RoomId]] = set()  # (parent space, child space)
+        self.in_space: set[tuple[RoomId, AdvisorMxid]] = set()  # invited, not kicked
 
     def _maybe_fail(self) -> None:
         if self.fail_next is not None:
@@ -516,8 +576,46 @@ class FakeMatrixGateway:
         self.sent.append(("leave", room_id, puppet))
         self.puppets_in.discard((room_id, puppet))
 
+    async def create_space(self, name: str, key: str) -> RoomId:
+        self._maybe_fail()
+        if key in self.room_keys:
+            return self.room_keys[key]
+        self.rooms += 1
+        space = RoomId(f"!space{self.rooms}:test")
+        self.room_keys[key] = space
+        self.spaces.append(("space", space, name))
+        return space
+
+    async def link_space(self, parent: RoomId, child: RoomId) -> None:
+        self._maybe_fail()
+        self.spaces.append(("link", parent, child))
+        self.links.add((parent, child))
+
+    async def unlink_space(self, parent: RoomId, child: RoomId) -> None:
+        self._maybe_fail()
+        self.spaces.append(("unlink", parent, child))
+        self.links.discard((parent, child))
+
+    async def name_space(self, space: RoomId, name: str) -> None:
+        self.spaces.append(("name", space, name))
+
+    async def invite_to_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
+        self._maybe_fail()
+        self.spaces.append(("space-invite", space, advisor))
+        self.in_space.add((space, advisor))
+
+    async def kick_from_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
+        self.spaces.append(("space-kick", space, advisor))
+        self.in_space.discard((space, advisor))
+
+    async def leave_space(self, space: RoomId) -> None:
+        self.spaces.append(("space-leave", space))
+
     def of(self, kind: str) -> list[tuple]:
         return [s for s in self.sent if s[0] == kind]
+
+    def of_spaces(self, kind: str) -> list[tuple]:
+        return [s for s in self.spaces if s[0] == kind]
 
 
 class FakeVisitorChannel:

@@ -34,6 +34,7 @@ from bridge.model import (
     VisitorId,
 )
 
+from .groups import SqlGroups
 from .messages import SqlMessages, transaction_connection
 from .outbox import SqlOutbox
 
@@ -108,7 +109,7 @@ def _advisor_from_row(row: Row) -> Advisor:
     )
 
 
-class SqlStore(SqlMessages):
+class SqlStore(SqlMessages, SqlGroups):
     """:class:`bridge.ports.Store` on a started mautrix ``Database`` (see ``open_database``).
 
     Args:
@@ -320,7 +321,8 @@ class SqlStore(SqlMessages):
         return _advisor_from_row(row) if row else None
 
     async def remove_advisor(self, mxid: AdvisorMxid) -> bool:
-        """Delete the advisor; False if there was none."""
+        """Delete the advisor (and their group memberships); False if there was none."""
+        await self.db.execute("DELETE FROM group_members WHERE advisor = $1", mxid)
         removed = await self.db.fetchval(
             "DELETE FROM advisors WHERE mxid = $1 RETURNING mxid", mxid
         )

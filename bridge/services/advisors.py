@@ -6,27 +6,27 @@ import dataclasses
 import logging
 from typing import Callable
 
-from ..errors import InvalidInput, NotFound
-from ..events import AdvisorAdded, PresenceMayBeStale, PresenceUnknown
-from ..model import MAX_CAPACITY, Advisor, AdvisorMxid, AdvisorTransition, Presence, RoomId
+from ..errors import InvalidInput, NotFound  # noqa: F401
+from ..events import AdvisorAdded, MembershipChanged, PresenceMayBeStale, PresenceUnknown
+from ..model import (
+    MAX_CAPACITY,
+    Advisor,
+    AdvisorMxid,
+    AdvisorTransition,
+    Presence,
+    RoomId,
+    parse_mxid,
+)
 from ..outbox import UnitOfWork
-from ..ports import Advisors
+from ..ports import Store
+from .groups import place_new_advisor
 from .queue import QueueService
 
 log = logging.getLogger(__name__)
 
 
-def parse_mxid(text: str) -> AdvisorMxid:
-    """A Matrix user id such as ``@ana:example.org``, or a clear error."""
-    text = text.strip()
-    localpart, sep, server = text[1:].partition(":")
-    if not text.startswith("@") or not sep or not localpart or not server or " " in text:
-        raise InvalidInput(f"{text!r} is not a Matrix user id; write it like @ana:example.org.")
-    return AdvisorMxid(text)
-
-
 class AdvisorService:
-    def __init__(self, store: Advisors, uow: UnitOfWork, queue: QueueService) -> None:
+    def __init__(self, store: Store, uow: UnitOfWork, queue: QueueService) -> None:
         self._store = store
         self._uow = uow
         self._queue = queue
@@ -49,6 +49,7 @@ class AdvisorService:
         advisor = Advisor(mxid=advisor_id, display_name=display_name)
         async with self._uow() as batch:
             await self._store.save_advisor(advisor)
+            await place_new_advisor(self._store, batch, advisor_id)
             if welcome:
                 batch.raise_([AdvisorAdded(advisor_id)])
         log.info("advisor %s added", advisor_id)
@@ -61,8 +62,12 @@ class AdvisorService:
 
     async def remove(self, mxid: str) -> None:
         advisor_id = parse_mxid(mxid)
-        if not await self._store.remove_advisor(advisor_id):
-            raise NotFound(f"{advisor_id} is not an advisor.")
+        async with self._uow() as batch:
+            groups = await self._store.memberships_of(advisor_id)
+            if not await self._store.remove_advisor(advisor_id):
+                raise NotFound(f"{advisor_id} is not an advisor.")
+            # out of their groups' spaces too
+            batch.raise_([MembershipChanged(m.group_id, advisor_id, None) for m in groups])
         log.info("advisor %s removed", advisor_id)
         await self._queue.release_all_of(
             advisor_id, "Your advisor had to leave. We are finding you another one."

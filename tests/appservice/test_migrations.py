@@ -43,8 +43,10 @@ SWITCHBOARD_TABLES = {
     "as_transactions",
     "as_events",
     "outbox",
+    "groups",
+    "group_members",
 }
-HEAD = "0005"
+HEAD = "0006"
 
 
 @pytest.fixture
@@ -400,6 +402,29 @@ async def test_0005_keeps_messages_and_a_removed_one_keeps_no_text_either_way(ur
     ]
     await upgrade(url, "0005")
     assert await fetch(url, "SELECT COUNT(*) FROM messages WHERE removed_at IS NOT NULL") == [(0,)]
+
+
+async def test_0006_makes_the_root_group_with_every_advisor_as_a_primary_member(
+    url: str,
+) -> None:
+    await upgrade(url, "0005")
+    await fetch(url, "INSERT INTO advisors (mxid, presence) VALUES ('@ann:hs', 'online')")
+    await fetch(url, "INSERT INTO advisors (mxid, presence) VALUES ('@bob:hs', 'online')")
+    await upgrade(url, "0006")
+    assert await fetch(url, "SELECT id, slug, name, parent_id FROM groups") == [
+        ("root", "desk", "All advisors", None)
+    ]
+    assert await fetch(
+        url, "SELECT group_id, advisor, role FROM group_members ORDER BY advisor"
+    ) == [("root", "@ann:hs", "primary"), ("root", "@bob:hs", "primary")]
+    await downgrade(url, "0005")
+    assert not {"groups", "group_members"} & await tables(url)
+    assert await fetch(url, "SELECT mxid FROM advisors ORDER BY mxid") == [
+        ("@ann:hs",),
+        ("@bob:hs",),
+    ]
+    await upgrade(url, "0006")
+    assert len(await fetch(url, "SELECT * FROM group_members")) == 2
 
 
 async def test_migrations_go_up_down_and_up_again(url: str) -> None:
