@@ -13,8 +13,9 @@ import pytest
 from appservice.db import SqlStore
 from appservice.db.gauges import read_counts
 from bridge.model import AdvisorMxid, Conversation, ConversationId, ConversationStatus, VisitorId
-from tests.appservice.test_outbox_store import expires, said, sql_url, started
+from tests.appservice.test_outbox_store import expires, said, started
 from tests.appservice.test_store_contract import visitor
+from tests.pg import database_url
 
 T0 = 1_700_000_000.0
 ANA = AdvisorMxid("@ana:test")
@@ -22,7 +23,7 @@ ANA = AdvisorMxid("@ana:test")
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
-    async with sql_url(request.param, tmp_path) as url, started(url) as db:
+    async with database_url(request.param, tmp_path) as url, started(url) as db:
         yield SqlStore(db)
 
 
