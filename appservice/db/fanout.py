@@ -118,10 +118,9 @@ class PgFanout:
             await self._conn.close()
 
     async def _connect(self) -> asyncpg.Connection:
-        kwargs = {}
-        if self._url.search_path:
-            kwargs["server_settings"] = self._url.server_settings
-        conn = await asyncpg.connect(self._url.mautrix_url, **kwargs)
+        conn = await asyncpg.connect(
+            self._url.mautrix_url, server_settings=self._url.server_settings
+        )
         self._lost.clear()
         conn.add_termination_listener(lambda _conn: self._lost.set())
         await conn.add_listener(self.channel, self._heard)

@@ -66,9 +66,18 @@ class DatabaseUrl:
         return first.strip('"') or None
 
     @property
+    def application_name(self) -> str:
+        """How Switchboard's connections are named in ``pg_stat_activity`` (with the schema,
+        where several desks share a database)."""
+        return f"switchboard:{self.schema}" if self.schema else "switchboard"
+
+    @property
     def server_settings(self) -> dict[str, str]:
         """asyncpg ``server_settings`` for every PostgreSQL connection."""
-        return {"search_path": self.search_path} if self.search_path else {}
+        settings = {"application_name": self.application_name}
+        if self.search_path:
+            settings["search_path"] = self.search_path
+        return settings
 
     def mautrix_db_args(self) -> dict[str, Any]:
         """``db_args`` for ``Database.create``."""
@@ -78,14 +87,11 @@ class DatabaseUrl:
             return {"min_size": 1, "init_commands": list(SQLITE_INIT_COMMANDS)}
         # mautrix exits the whole process on an asyncpg internal error; we would rather fail
         # that one request (the homeserver and the visitor retry) and keep serving
-        args: dict[str, Any] = {"meow_exit_on_ice": False}
-        if self.search_path:
-            args["server_settings"] = self.server_settings
-        return args
+        return {"meow_exit_on_ice": False, "server_settings": self.server_settings}
 
     def sqlalchemy_connect_args(self) -> dict[str, Any]:
         """``connect_args`` for ``create_async_engine``."""
-        if self.dialect == "postgres" and self.search_path:
+        if self.dialect == "postgres":
             return {"server_settings": self.server_settings}
         return {}
 

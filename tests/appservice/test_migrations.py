@@ -498,11 +498,10 @@ def test_postgres_url_gives_search_path_to_both_drivers_and_keeps_the_rest() -> 
     )
     assert db_url.schema == "tenant_a"
     assert db_url.mautrix_url == "postgres://sb:p%40ss@db.example:5433/desk?sslmode=disable"
-    assert db_url.mautrix_db_args() == {
-        "meow_exit_on_ice": False,
-        "server_settings": {"search_path": "tenant_a"},
-    }
-    assert db_url.sqlalchemy_connect_args() == {"server_settings": {"search_path": "tenant_a"}}
+    # each connection is named in pg_stat_activity, with its schema
+    settings = {"search_path": "tenant_a", "application_name": "switchboard:tenant_a"}
+    assert db_url.mautrix_db_args() == {"meow_exit_on_ice": False, "server_settings": settings}
+    assert db_url.sqlalchemy_connect_args() == {"server_settings": settings}
     sa_url = db_url.sqlalchemy_url
     assert (sa_url.drivername, sa_url.username, sa_url.password) == (
         "postgresql+asyncpg",

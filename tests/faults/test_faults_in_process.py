@@ -13,6 +13,7 @@ import aiohttp
 import asyncpg
 
 from appservice.clock import WallClock
+from appservice.db.url import parse_database_url
 from tests.faults.load import ChatLoad, assert_nothing_lost_or_doubled, report
 from tests.pg import server_url
 
@@ -115,7 +116,10 @@ async def test_database_connections_dropped_mid_load_lose_and_double_nothing(pg_
                 rows = await admin.fetch(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                    "AND backend_type = 'client backend'"
+                    "AND backend_type = 'client backend' AND application_name = $1",
+                    parse_database_url(
+                        desk.config.database_url
+                    ).application_name,  # this desk only
                 )
                 dropped["backends"] += len(rows)
         finally:
