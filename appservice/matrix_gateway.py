@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
+from mautrix.api import Method, Path
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store import ASStateStore
 from mautrix.client import ClientAPI
@@ -36,6 +37,7 @@ from mautrix.types import (
 
 from bridge.errors import TemporarilyUnavailable
 from bridge.model import AdvisorMxid, EventId, Presence, PuppetMxid, RoomId, Visitor
+from bridge.ports import SpaceState
 
 from .config import Config
 
@@ -352,6 +354,39 @@ class MautrixGateway:
         except MatrixRequestError as e:
             if not _gone(e):
                 raise
+
+    @_classified
+    async def space_state(self, space: RoomId) -> SpaceState | None:
+        # the raw state: mautrix would parse the space links' content into its own types.
+        # A user who left may still read the state as it was when they left, so the bot's
+        # own membership decides, not the answer's status alone.
+        try:
+            events = await self.bot.api.request(Method.GET, Path.v3.rooms[RoomID(space)].state)
+        except (MForbidden, MNotFound):
+            return None  # the bot was removed, or the homeserver forgot the room
+        bot = self.bot.mxid
+        members: set[AdvisorMxid] = set()
+        links: dict[str, set[RoomId]] = {"m.space.child": set(), "m.space.parent": set()}
+        bot_joined = False
+        state: list[dict[str, Any]] = events if isinstance(events, list) else []
+        for event in state:
+            kind, key = event.get("type"), event.get("state_key")
+            content = event.get("content") or {}
+            if kind == "m.room.member" and isinstance(key, str):
+                membership = content.get("membership")
+                if key == bot:
+                    bot_joined = membership == "join"
+                elif membership in ("join", "invite"):
+                    members.add(AdvisorMxid(key))
+            elif kind in links and isinstance(key, str) and content:
+                links[kind].add(RoomId(key))  # an emptied link is a removed one
+        if not bot_joined:
+            return None
+        return SpaceState(
+            children=frozenset(links["m.space.child"]),
+            parents=frozenset(links["m.space.parent"]),
+            members=frozenset(members),
+        )
 
     def is_local(self, user: AdvisorMxid) -> bool:
         return user.endswith(f":{self._config.homeserver.domain}")

@@ -20,6 +20,7 @@ from bridge.model import (
     RoomId,
     Visitor,
 )
+from bridge.ports import SpaceState
 
 
 class RecordingGateway:
@@ -130,6 +131,10 @@ class RecordingGateway:
 
     async def leave_space(self, space: RoomId) -> None:
         self._record("leave_space")
+
+    async def space_state(self, space: RoomId) -> SpaceState | None:
+        self._record("space_state")
+        return SpaceState(frozenset(), frozenset(), frozenset())
 
     def is_local(self, user: AdvisorMxid) -> bool:
         return True  # every advisor on the desk's homeserver: no form posted again

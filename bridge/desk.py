@@ -15,6 +15,7 @@ from .services.matrix_side import MatrixSide
 from .services.presenter import Presenter
 from .services.queue import QueueService
 from .services.rooms import RoomService
+from .services.space_repair import SpaceRepair
 from .services.visitors import VisitorService
 
 
@@ -28,8 +29,8 @@ class DeskSettings:
 @dataclass
 class Desk:
     """The core's services by caller: ``visitors`` (the portal), ``rooms`` (Matrix events),
-    ``advisors``, ``groups`` and ``bot`` (the bot's commands), ``queue`` (routing) and the
-    ``outbox`` dispatcher that runs every side effect."""
+    ``advisors``, ``groups``, ``space_repair`` and ``bot`` (the bot's commands), ``queue``
+    (routing) and the ``outbox`` dispatcher that runs every side effect."""
 
     store: Store
     presenter: Presenter
@@ -39,6 +40,7 @@ class Desk:
     advisors: AdvisorService
     bot: BotService
     groups: GroupService
+    space_repair: SpaceRepair
     handlers: Handlers
     outbox: Dispatcher
     uow: UnitOfWork
@@ -75,6 +77,8 @@ def build_desk(
     bot.register(handlers)
     groups = GroupService(store, uow, gateway)
     groups.register(handlers)
+    space_repair = SpaceRepair(store, uow, gateway)
+    space_repair.register(handlers)
     MatrixSide(store, gateway, queue, presenter, clock, metrics).register(handlers)
     visitors.register(handlers)
     handlers.check_complete()
@@ -87,6 +91,7 @@ def build_desk(
         advisors=advisors,
         bot=bot,
         groups=groups,
+        space_repair=space_repair,
         handlers=handlers,
         outbox=outbox,
         uow=uow,

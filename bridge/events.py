@@ -322,6 +322,50 @@ class MembershipChanged(DomainEvent):
         return f"g:{self.group_id}"
 
 
+#: the repairs of one reconciliation share a key, so they run one at a time in the order raised
+#: (parents before children): a re-made space exists before anything is linked or invited to it
+REPAIR_KEY = "g:repair"
+
+
+@dataclass(frozen=True)
+class SpaceLost(DomainEvent):
+    """The group's space ``space_id`` is gone for the bot (deleted, or the bot was removed):
+    a new space is made and linked under the parent's."""
+
+    group_id: GroupId
+    space_id: RoomId
+
+    @property
+    def key(self) -> str:
+        return REPAIR_KEY
+
+
+@dataclass(frozen=True)
+class SpaceLinkMissing(DomainEvent):
+    """The link between a group's space and its parent's is missing (removed by hand, or one
+    of them was made again): both links are set again."""
+
+    group_id: GroupId
+    parent_id: GroupId
+
+    @property
+    def key(self) -> str:
+        return REPAIR_KEY
+
+
+@dataclass(frozen=True)
+class SpaceMemberMissing(DomainEvent):
+    """An advisor of the group (or of a group under it) is neither joined nor invited to its
+    space (they left by hand, or the space was made again): they are invited again."""
+
+    group_id: GroupId
+    advisor: AdvisorMxid
+
+    @property
+    def key(self) -> str:
+        return REPAIR_KEY
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -345,6 +389,9 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         GroupMoved,
         GroupDeleted,
         MembershipChanged,
+        SpaceLost,
+        SpaceLinkMissing,
+        SpaceMemberMissing,
     )
 }
 

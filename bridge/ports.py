@@ -233,6 +233,16 @@ class OutboxStore(Protocol):
     async def prune(self, older_than: float) -> None: ...
 
 
+@dataclass(frozen=True)
+class SpaceState:
+    """A space as the bot reads it: its links (``m.space.child`` state keys with content,
+    ``m.space.parent`` likewise) and who is joined or invited."""
+
+    children: frozenset[RoomId]
+    parents: frozenset[RoomId]
+    members: frozenset[AdvisorMxid]
+
+
 class MatrixGateway(Protocol):
     """The Matrix side of a conversation: puppets, rooms, invites, messages.
 
@@ -317,6 +327,10 @@ class MatrixGateway(Protocol):
 
     async def leave_space(self, space: RoomId) -> None:
         """The bot leaves the space (one it is not in is done)."""
+
+    async def space_state(self, space: RoomId) -> SpaceState | None:
+        """What the bot sees of the space now; None when the bot is no longer in it (kicked,
+        left, or the room is unknown to the homeserver): the space must be made again."""
 
     def is_local(self, user: AdvisorMxid) -> bool:
         """Whether the user's account is on the desk's homeserver. One on another server sees

@@ -24,7 +24,7 @@ from bridge.model import (
     VisitorId,
 )
 from bridge.outbox import Dispatcher
-from bridge.ports import OutboxRow, VisitorEvent
+from bridge.ports import OutboxRow, SpaceState, VisitorEvent
 
 
 class FakeClock:
@@ -476,6 +476,7 @@ class FakeMatrixGateway:
         self.spaces: list[tuple] = []
         self.links: set[tuple[RoomId, RoomId]] = set()  # (parent space, child space)
         self.in_space: set[tuple[RoomId, AdvisorMxid]] = set()  # invited, not kicked
+        self.lost_spaces: set[RoomId] = set()  # deleted by hand, or the bot was removed
 
     def _maybe_fail(self) -> None:
         if self.fail_next is not None:
@@ -610,6 +611,21 @@ class FakeMatrixGateway:
 
     async def leave_space(self, space: RoomId) -> None:
         self.spaces.append(("space-leave", space))
+
+    async def space_state(self, space: RoomId) -> SpaceState | None:
+        if space in self.lost_spaces:
+            return None
+        return SpaceState(
+            children=frozenset(c for p, c in self.links if p == space),
+            parents=frozenset(p for p, c in self.links if c == space),
+            members=frozenset(a for s, a in self.in_space if s == space),
+        )
+
+    def lose_space(self, space: RoomId) -> None:
+        """The space is deleted by hand: its links and members go with it."""
+        self.lost_spaces.add(space)
+        self.links = {(p, c) for p, c in self.links if space not in (p, c)}
+        self.in_space = {(s, a) for s, a in self.in_space if s != space}
 
     def of(self, kind: str) -> list[tuple]:
         return [s for s in self.sent if s[0] == kind]
