@@ -17,6 +17,7 @@ from mautrix.types import UserID
 from mautrix.util.async_db import Database
 
 from bridge.desk import DeskSettings, build_desk
+from bridge.errors import TemporarilyUnavailable
 from bridge.events import DomainEvent
 from bridge.model import RoomId, RoutingSettings
 from bridge.ports import Clock, VisitorChannel
@@ -27,6 +28,7 @@ from .catch_up import CatchUp, HomeserverWatch
 from .clock import WallClock
 from .commands import CommandRegistry
 from .commands import desk as desk_commands
+from .commands import directory as directory_commands
 from .commands import groups as group_commands
 from .commands import outbox as outbox_commands
 from .config import Config
@@ -101,6 +103,7 @@ class Switchboard:
         self._runners: list[web.AppRunner] = []
         self._ticker: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._repair: asyncio.Task[None] | None = None
         self._lock: SingleProcessLock | None = None
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
@@ -195,6 +198,7 @@ class Switchboard:
         desk_commands.register(commands, self.desk, default_capacity=config.routing.capacity)
         outbox_commands.register(commands, self.store.outbox, self.clock, self._wake_dispatcher)
         group_commands.register(commands, self.desk.groups)
+        directory_commands.register(commands, self.desk.space_repair)
         events = MatrixEventHandler(config, self.desk, commands)
         self.txn_log = AppserviceLog(db, self.clock)
         self.endpoint = AppserviceEndpoint(
@@ -263,6 +267,8 @@ class Switchboard:
         await self.visitors.watch_queued()
         self._dispatcher = asyncio.create_task(self.desk.outbox.run_forever())
         self._ticker = asyncio.create_task(self._tick_forever())
+        # once per start, not a sweep: drift after this waits for an admin's !directory repair
+        self._repair = asyncio.create_task(self._repair_spaces())
         self.readiness.set_ready()
         # after the homeserver failed to push to us (we were down or starting), it waits up to
         # minutes before trying again: a ping ends that wait now that we accept transactions
@@ -343,6 +349,19 @@ class Switchboard:
             # presence changed while the homeserver was away is not pushed again
             await self.advisors.presence_may_be_stale()
 
+    async def _repair_spaces(self) -> None:
+        """The start-up reconciliation of the groups' spaces (its repairs go through the
+        outbox; each is logged, and a summary)."""
+        try:
+            await self.desk.space_repair.reconcile()
+        except Exception as e:
+            log.warning(
+                "the start-up check of the groups' spaces failed (%s); an admin can run it "
+                "later with !directory repair",
+                e,
+                exc_info=not isinstance(e, TemporarilyUnavailable),
+            )
+
     async def _tick_forever(self) -> None:
         next_prune = next_ping = 0.0
         while True:
@@ -361,11 +380,11 @@ class Switchboard:
                 log.warning("housekeeping failed; retrying in %.0fs", TICK_SECONDS, exc_info=True)
 
     async def stop(self) -> None:
-        for task in (self._ticker, self._dispatcher):
+        for task in (self._repair, self._ticker, self._dispatcher):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._ticker = self._dispatcher = None
+        self._repair = self._ticker = self._dispatcher = None
         if hasattr(self, "desk"):
             await self.desk.outbox.stop()
         await self.hub.close_all()

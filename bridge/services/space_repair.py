@@ -43,8 +43,8 @@ class RepairReport:
 
     def summary(self) -> str:
         if self.clean:
-            return f"All {self.checked} group spaces are in step with the directory."
-        return f"Checked {self.checked} group spaces; {len(self.lines)} repairs:\n" + "\n".join(
+            return f"Every group space is in step with the directory ({self.checked} checked)."
+        return f"Repairs of the group spaces ({self.checked} checked):\n" + "\n".join(
             f"- {line}" for line in self.lines
         )
 

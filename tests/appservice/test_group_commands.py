@@ -108,3 +108,31 @@ async def test_advisors_cannot_run_group_commands(bot: Bot) -> None:
     assert await bot.say(ANA, "!group create support") == [
         "Unknown command !group. Type !help for the commands you can use."
     ]
+
+
+async def test_an_admin_repairs_a_space_deleted_by_hand_and_is_told_what_was_done(
+    bot: Bot,
+) -> None:
+    from appservice.commands import directory as directory_commands
+
+    directory_commands.register(bot.registry, bot.core.space_repair)
+    await bot.say(ADMIN, f"!advisor add {ANA}")
+    await bot.say(ADMIN, "!group create support")
+    await bot.say(ADMIN, f"!group add support {ANA} secondary")
+    assert await bot.say(ADMIN, "!directory repair") == [
+        "Every group space is in step with the directory (1 checked)."
+    ]
+    (old,) = [s[1] for s in bot.gateway.of_spaces("space")]
+    bot.gateway.lose_space(old)
+    assert await bot.say(ADMIN, "!directory repair") == [
+        "Repairs of the group spaces (1 checked):\n"
+        f"- support: space {old} is gone; a new one is made\n"
+        "The repairs run now."
+    ]
+    await bot.core.outbox.drain()
+    (new,) = [s[1] for s in bot.gateway.of_spaces("space") if s[1] != old]
+    assert (new, AdvisorMxid(ANA)) in bot.gateway.in_space
+    # only admins repair
+    assert await bot.say(ANA, "!directory repair") == [
+        "Unknown command !directory. Type !help for the commands you can use."
+    ]

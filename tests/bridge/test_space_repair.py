@@ -47,7 +47,7 @@ async def test_spaces_in_step_need_no_repair(desk, tree):
     before = list(desk.gateway.spaces)
     report = await repair(desk)
     assert report.clean and report.checked == 3
-    assert "All 3 group spaces are in step" in report.summary()
+    assert report.summary() == "Every group space is in step with the directory (3 checked)."
     assert desk.gateway.spaces == before
 
 
