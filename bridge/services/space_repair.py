@@ -132,6 +132,10 @@ class SpaceRepair:
         if group is None or group.space_id != event.space_id:
             return
         space = await self._gateway.create_space(group.name, repair_key(group.id, event.space_id))
+        parent = await self._store.get_group(group.parent_id) if group.parent_id else None
+        if parent is not None and parent.space_id is not None:
+            # the parent's link to the dead space would show as an unknown room in clients
+            await self._gateway.unlink_space(parent.space_id, event.space_id)
         async with self._uow():
             current = await self._store.get_group(group.id)
             if current is not None and current.space_id == event.space_id:

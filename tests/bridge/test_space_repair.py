@@ -60,6 +60,7 @@ async def test_a_space_deleted_by_hand_is_made_again_linked_and_its_members_invi
     new = await space_of(desk, "support/billing")
     assert new not in (None, old)
     assert {(support, new), (new, vat)} <= desk.gateway.links
+    assert ("unlink", support, old) in desk.gateway.spaces
     assert (new, ANA) in desk.gateway.in_space
     # a second look finds nothing more to do
     assert (await repair(desk)).clean
