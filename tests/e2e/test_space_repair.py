@@ -15,10 +15,10 @@ from tests.desks import PASSWORD
 
 
 async def test_a_space_deleted_by_hand_comes_back_on_repair_and_a_restart_reinvites(
-    sqlite_desks, people, homeserver
+    desks, people, homeserver
 ):
     admin_id = homeserver.new_user("admin")
-    desk = await sqlite_desks.start(admins=(admin_id,))
+    desk = await desks.start(admins=(admin_id,))
     admin = await people.login(admin_id)
     ana = await people.advisor(None, "ana")
     bot = desk.config.bot_mxid
@@ -78,6 +78,6 @@ async def test_a_space_deleted_by_hand_comes_back_on_repair_and_a_restart_reinvi
     await desk.stop()
     restarted = Switchboard(config)
     # the factory stops the running desk at the end and closes its database
-    sqlite_desks.running[-1] = (restarted, sqlite_desks.running[-1][1])
+    desks.running[-1] = (restarted, desks.running[-1][1])
     await restarted.start()
     await ana.wait_for_member(support, ana.user_id, "invite")
