@@ -1,7 +1,7 @@
 """Drift of the groups' spaces repaired, as a real client sees it: a space the homeserver's
-admin deleted by hand comes back (a new space, linked under its parent, its member invited)
-on an admin's !directory repair, and a space an advisor left by hand invites them again at
-the next start-up."""
+admin deleted by hand, or one the bot's account left by hand, comes back (a new space, linked
+under its parent, its member invited) on an admin's !directory repair, and a space an advisor
+left by hand invites them again at the next start-up."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from urllib.parse import quote
 import aiohttp
 
 from appservice.bootstrap import Switchboard
+from bridge.model import RoomId
 from tests.desks import PASSWORD
 
 
@@ -81,3 +82,45 @@ async def test_a_space_deleted_by_hand_comes_back_on_repair_and_a_restart_reinvi
     desks.running[-1] = (restarted, desks.running[-1][1])
     await restarted.start()
     await ana.wait_for_member(support, ana.user_id, "invite")
+
+
+async def test_a_space_the_bot_left_by_hand_is_replaced_on_repair(
+    sqlite_desks, people, homeserver
+):
+    admin_id = homeserver.new_user("admin")
+    desk = await sqlite_desks.start(admins=(admin_id,))
+    admin = await people.login(admin_id)
+    ana = await people.advisor(None, "ana")
+    bot = desk.config.bot_mxid
+
+    dm = await admin.create_room(invite=[bot], is_direct=True)
+    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    for command, answer in (
+        (f"!advisor add {ana.user_id}", "is now an advisor"),
+        ("!group create sales Sales", "created"),
+        (f"!group add sales {ana.user_id} secondary", "is now in sales"),
+    ):
+        await admin.send_text(dm, command)
+        await admin.wait_for_message(dm, answer, sender=bot)
+
+    def named(name: str, but: str = ""):
+        return (
+            lambda r: r != but
+            and ana.state.get(r, {}).get(("m.room.name", ""), {}).get("name") == name
+        )
+
+    sales = await ana.wait_for_invite(named("Sales"), timeout=20)
+    await ana.join(sales)
+
+    # the bot's account leaves the space by hand (in room version 12 nobody can kick the
+    # bot from a space it created: its creator's power is above everyone's)
+    await desk.gateway.leave_space(RoomId(sales))
+    await ana.wait_for_member(sales, bot, "leave")
+
+    await admin.send_text(dm, "!directory repair")
+    report = await admin.wait_for_message(dm, "Repairs of the group spaces", sender=bot)
+    assert f"sales: space {sales} is gone; a new one is made" in report.body
+    sales2 = await ana.wait_for_invite(named("Sales", but=sales), timeout=20)
+    await ana.join(sales2)
+    created = await ana.wait_for_state(sales2, "m.room.create")
+    assert created.get("type") == "m.space"
