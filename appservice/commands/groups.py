@@ -11,7 +11,7 @@ from .registry import Command, CommandContext, CommandRegistry, Role, UsageError
 USAGE = (
     "create <path> [display name] | rename <path> <display name> | move <path> <new parent> | "
     "delete <path> | list | add <path> <@user:server> [primary|secondary] | "
-    "remove <path> <@user:server>"
+    "remove <path> <@user:server> | isolate <path> on|off"
 )
 
 
@@ -57,6 +57,15 @@ def register(registry: CommandRegistry, groups: GroupService) -> None:
         elif action == "remove" and len(rest) == 2:
             await groups.remove_member(rest[0], rest[1])
             await ctx.reply(f"{rest[1]} is no longer in {rest[0].strip('/') or '/'}.")
+        elif action == "isolate" and len(rest) == 2 and rest[1].lower() in ("on", "off"):
+            isolated = rest[1].lower() == "on"
+            changed = await groups.isolate(rest[0], isolated)
+            where = rest[0].strip("/") or "/"
+            if not isolated:
+                state = "is no longer isolated"
+            else:
+                state = "is isolated: its primary members get only its visitors"
+            await ctx.reply(f"{where} {state}{'' if changed else ' (it was already)'}.")
         else:
             raise UsageError()
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from .. import groups as rules
 from ..errors import NotFound
 from ..events import QueueChanged
-from ..groups import Group, GroupId, Membership
+from ..groups import Group, GroupId, Membership, Role
+from ..model import AdvisorMxid
 from ..outbox import UnitOfWork
 from ..ports import Store
 from ..routing import GroupPools
@@ -96,3 +97,24 @@ class TopicService:
             batch.raise_([QueueChanged()])  # waiting visitors of that topic: a pass now
         log.info("topic %s routed to group %s", topic, group.id)
         return rules.path_of(tree, group.id)
+
+    async def scope_of(self, advisor: AdvisorMxid) -> tuple[str, set[str]] | None:
+        """For an advisor whose primary group is isolated: its path and the topics whose
+        visitors they may be routed (mapped to it or a group inside it), so that listings show
+        them only their group's queue; None for everyone else (they see the whole queue)."""
+        home = next(
+            (m for m in await self._store.memberships_of(advisor) if m.role is Role.PRIMARY),
+            None,
+        )
+        tree = {g.id: g for g in await self._store.groups()}
+        group = tree.get(home.group_id) if home is not None else None
+        if group is None or not group.isolated:
+            return None
+        pools = GroupPools(tree, [], await read_topic_groups(self._store))
+        inside = [
+            topic
+            for topic in self._topics
+            if (mapped := pools.group_of(topic)) is not None
+            and (mapped == group.id or group.id in {a.id for a in rules.ancestors(tree, mapped)})
+        ]
+        return rules.path_of(tree, group.id), set(inside)
