@@ -22,7 +22,8 @@ def register(registry: CommandRegistry, groups: GroupService) -> None:
             primary = [m.advisor for m in line.members if m.role is MemberRole.PRIMARY]
             secondary = [m.advisor for m in line.members if m.role is MemberRole.SECONDARY]
             who = ", ".join([*primary, *(f"{a} (secondary)" for a in secondary)]) or "nobody"
-            lines.append(f"{'  ' * line.depth}{line.path} — {line.group.name}: {who}")
+            isolated = " (isolated)" if line.group.isolated else ""
+            lines.append(f"{'  ' * line.depth}{line.path} — {line.group.name}{isolated}: {who}")
         await ctx.reply("Groups (path — name: members):\n" + "\n".join(lines))
 
     async def group(ctx: CommandContext) -> None:

@@ -18,6 +18,7 @@ def register(registry: CommandRegistry, topics: TopicService) -> None:
             lines = [
                 f"{line.topic} ({line.label}) → {line.path}"
                 + (" (isolated)" if line.isolated else "")
+                + (" (its group was deleted)" if line.lost else "")
                 for line in await topics.table()
             ]
             await ctx.reply(

@@ -57,6 +57,7 @@ class TopicLine:
     label: str
     path: str
     isolated: bool
+    lost: bool = False  # mapped to a group deleted since: routed to the root again
 
 
 class TopicService:
@@ -70,13 +71,15 @@ class TopicService:
     async def table(self) -> list[TopicLine]:
         """Each configured topic, its label and the path of the group it is routed to."""
         tree: dict[GroupId, Group] = {g.id: g for g in await self._store.groups()}
-        pools = GroupPools(tree, [], await read_topic_groups(self._store))
+        mapping = await read_topic_groups(self._store)
+        pools = GroupPools(tree, [], mapping)
         lines = []
         for topic, label in self._topics.items():
             group_id = pools.group_of(topic)
             group = tree.get(group_id) if group_id is not None else None
             path = rules.path_of(tree, group.id) if group else rules.ROOT_PATH
-            lines.append(TopicLine(topic, label, path, bool(group and group.isolated)))
+            lost = topic in mapping and mapping[topic] not in tree
+            lines.append(TopicLine(topic, label, path, bool(group and group.isolated), lost))
         return lines
 
     async def route(self, topic: str, path: str) -> str:

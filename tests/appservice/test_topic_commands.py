@@ -57,12 +57,22 @@ async def test_an_admin_routes_a_topic_to_a_group_and_lists_the_topics(bot: Bot)
     ]
     (listing,) = await bot.say(ADMIN, "!topic list")
     assert "billing (Billing) → support/billing (isolated)" in listing.splitlines()
+    (listing,) = await bot.say(ADMIN, "!group list")
+    assert "    support/billing — billing (isolated): nobody" in listing.splitlines()
     assert await bot.say(ADMIN, "!group isolate support/billing off") == [
         "support/billing is no longer isolated."
     ]
     assert await bot.say(ADMIN, "!topic route billing /") == [
         "Visitors choosing billing now go to /."
     ]
+
+
+async def test_a_topic_whose_group_is_deleted_goes_to_everyone_and_says_so(bot: Bot) -> None:
+    await bot.say(ADMIN, "!group create sales")
+    await bot.say(ADMIN, "!topic route billing sales")
+    await bot.say(ADMIN, "!group delete sales")
+    (listing,) = await bot.say(ADMIN, "!topic list")
+    assert "billing (Billing) → / (its group was deleted)" in listing.splitlines()
 
 
 async def test_a_mistyped_topic_command_says_what_to_type_instead(bot: Bot) -> None:
