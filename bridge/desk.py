@@ -16,6 +16,7 @@ from .services.presenter import Presenter
 from .services.queue import QueueService
 from .services.rooms import RoomService
 from .services.space_repair import SpaceRepair
+from .services.topics import TopicService
 from .services.visitors import VisitorService
 
 
@@ -29,8 +30,8 @@ class DeskSettings:
 @dataclass
 class Desk:
     """The core's services by caller: ``visitors`` (the portal), ``rooms`` (Matrix events),
-    ``advisors``, ``groups``, ``space_repair`` and ``bot`` (the bot's commands), ``queue``
-    (routing) and the ``outbox`` dispatcher that runs every side effect."""
+    ``advisors``, ``groups``, ``space_repair``, ``topics`` and ``bot`` (the bot's commands),
+    ``queue`` (routing) and the ``outbox`` dispatcher that runs every side effect."""
 
     store: Store
     presenter: Presenter
@@ -41,6 +42,7 @@ class Desk:
     bot: BotService
     groups: GroupService
     space_repair: SpaceRepair
+    topics: TopicService
     handlers: Handlers
     outbox: Dispatcher
     uow: UnitOfWork
@@ -92,6 +94,7 @@ def build_desk(
         bot=bot,
         groups=groups,
         space_repair=space_repair,
+        topics=TopicService(store, uow, settings.topics),
         handlers=handlers,
         outbox=outbox,
         uow=uow,

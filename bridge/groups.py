@@ -40,7 +40,8 @@ class Role(str, enum.Enum):
 @dataclass(frozen=True)
 class Group:
     """A group of advisors. ``space_id``: its Matrix space, None until the handler made it;
-    ``isolated`` is stored only (its behaviour comes with routing by groups)."""
+    ``isolated``: its primary members are routed only its own visitors (and those of groups
+    inside it; see :class:`bridge.routing.GroupPools`)."""
 
     id: GroupId
     slug: str
@@ -174,6 +175,13 @@ def rename(group: Group, name: str) -> tuple[Group, list[GroupRenamed]]:
     if name == group.name:
         return group, []
     return replace(group, name=name), [GroupRenamed(group.id)]
+
+
+def set_isolated(group: Group, isolated: bool) -> Group:
+    """The group with ``isolated`` set (the same object if it was so already)."""
+    if group.is_root and isolated:
+        raise NotAllowed("The root group / holds every advisor; it cannot be isolated.")
+    return group if group.isolated is isolated else replace(group, isolated=isolated)
 
 
 def move(tree: Tree, group: Group, new_parent: Group) -> tuple[Group, list[GroupMoved]]:

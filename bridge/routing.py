@@ -4,14 +4,21 @@ Visitors wait in first-come order. Each is offered to one advisor at a time, rou
 advisors who said they are available, whose Matrix presence allows it and who have spare
 capacity. An advisor who let an offer expire is skipped for that visitor while anyone else can
 take them.
+
+Each visitor's topic maps to a group (:class:`GroupPools`): the visitor is offered only to that
+group's primary members, then its secondary members if no primary member has room. The root
+group's members are every advisor. An advisor whose primary group is isolated is offered only
+visitors whose topic maps to that group or a group inside it.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
+from .groups import Group, GroupId, Membership, Role, ancestors, root
 from .model import Advisor, AdvisorMxid, Conversation, ConversationStatus
 
 
@@ -66,21 +73,38 @@ class RoundRobin:
     def exhausted(self) -> bool:
         return self._free == 0
 
-    def next(self, skipped: Sequence[AdvisorMxid] = ()) -> AdvisorMxid | None:
+    def next(
+        self,
+        skipped: Sequence[AdvisorMxid] = (),
+        among: Container[AdvisorMxid] | None = None,
+    ) -> AdvisorMxid | None:
         """The next advisor with room after the last one chosen (skipped ones only if nobody
-        else has room), counted as offered; None if nobody has room."""
+        else has room), counted as offered; None if nobody has room. ``among``: only these
+        advisors (a group's pool); None: anyone."""
         if self._free == 0:
             return None
         start = bisect.bisect_right(self._ids, self.last) if self.last is not None else 0
         fallback: AdvisorMxid | None = None
         for i in range(len(self._ids)):
             mxid = self._ids[(start + i) % len(self._ids)]
-            if self._room.get(mxid, 0) <= 0:
+            if self._room.get(mxid, 0) <= 0 or (among is not None and mxid not in among):
                 continue
             if mxid not in skipped:
                 return self._take(mxid)
             fallback = fallback or mxid
         return self._take(fallback) if fallback is not None else None
+
+    def next_in(self, pools: Pools, skipped: Sequence[AdvisorMxid] = ()) -> AdvisorMxid | None:
+        """The next advisor of ``pools``: a primary member with room (not skipped, else
+        skipped), then a secondary member likewise; None if none of them has room."""
+        if pools.full:
+            return None
+        for among in pools.tiers:
+            found = self.next(skipped, among)
+            if found is not None:
+                return found
+        pools.full = True  # rooms only shrink during a pass: skip this pool from now on
+        return None
 
     def _take(self, mxid: AdvisorMxid) -> AdvisorMxid:
         self._room[mxid] -= 1
@@ -105,3 +129,89 @@ def pick_advisor(
     """
     ring = RoundRobin(advisors, load, last_assigned, default_capacity=default_capacity)
     return ring.next(skipped)
+
+
+@dataclass
+class Pools:
+    """Who may be offered the visitors of one group: ``primary`` first, then ``secondary``
+    (None: every advisor). ``full`` is set once nobody in them had room during a pass."""
+
+    primary: Container[AdvisorMxid] | None
+    secondary: frozenset[AdvisorMxid]
+    full: bool = False
+
+    @property
+    def tiers(self) -> list[Container[AdvisorMxid] | None]:
+        return [self.primary, self.secondary] if self.secondary else [self.primary]
+
+
+class GroupPools:
+    """The pools of one routing pass: built once from the tree, every membership and the
+    topic → group mapping, then asked per visitor (one dictionary look-up each)."""
+
+    def __init__(
+        self,
+        tree: Mapping[GroupId, Group],
+        memberships: Iterable[Membership],
+        topic_groups: Mapping[str, GroupId],
+    ) -> None:
+        self._tree = tree
+        self._root = root(tree).id if tree else None
+        self._topic_groups = topic_groups
+        primary: dict[GroupId, set[AdvisorMxid]] = {}
+        secondary: dict[GroupId, set[AdvisorMxid]] = {}
+        self._home: dict[AdvisorMxid, GroupId] = {}
+        for m in memberships:
+            (primary if m.role is Role.PRIMARY else secondary).setdefault(m.group_id, set()).add(
+                m.advisor
+            )
+            if m.role is Role.PRIMARY:
+                self._home[m.advisor] = m.group_id
+        self._primary = primary
+        self._secondary = secondary
+        self._pools: dict[GroupId, Pools] = {}
+
+    def group_of(self, topic: str) -> GroupId | None:
+        """The group a topic's visitors go to: its mapped group if that still exists, else
+        the root."""
+        group_id = self._topic_groups.get(topic)
+        return group_id if group_id is not None and group_id in self._tree else self._root
+
+    def for_topic(self, topic: str) -> Pools:
+        group_id = self.group_of(topic)
+        if group_id is None:  # no tree at all: everyone, as before groups
+            return self._pools.setdefault(GroupId(""), Pools(None, frozenset()))
+        if group_id not in self._pools:
+            self._pools[group_id] = self._build(group_id)
+        return self._pools[group_id]
+
+    def _build(self, group_id: GroupId) -> Pools:
+        shut_out = self._isolated_elsewhere(group_id)
+        if group_id == self._root:
+            if not shut_out:
+                return Pools(None, frozenset())
+            everyone_else = _Except(frozenset(shut_out))
+            return Pools(everyone_else, frozenset())
+        primary = frozenset(self._primary.get(group_id, ())) - shut_out
+        secondary = frozenset(self._secondary.get(group_id, ())) - shut_out - primary
+        return Pools(primary, secondary)
+
+    def _isolated_elsewhere(self, group_id: GroupId) -> set[AdvisorMxid]:
+        """Advisors whose primary group is isolated and is neither ``group_id`` nor one of
+        its ancestors (their visitors are those of their group and the groups inside it)."""
+        allowed = {group_id, *(g.id for g in ancestors(self._tree, group_id))}
+        return {
+            advisor
+            for advisor, home in self._home.items()
+            if home not in allowed and (g := self._tree.get(home)) is not None and g.isolated
+        }
+
+
+class _Except:
+    """Every advisor but these (the root's pool when some advisors are isolated)."""
+
+    def __init__(self, excluded: frozenset[AdvisorMxid]) -> None:
+        self._excluded = excluded
+
+    def __contains__(self, mxid: object) -> bool:
+        return mxid not in self._excluded

@@ -6,6 +6,7 @@ from bridge.desk import Desk
 from bridge.model import ConversationStatus
 from bridge.routing import advisor_load, queue_order
 
+from . import topics as topic_commands
 from .registry import Command, CommandContext, CommandRegistry, Role, UsageError
 
 
@@ -85,11 +86,16 @@ def register(registry: CommandRegistry, desk: Desk, *, default_capacity: int) ->
 
     async def queue(ctx: CommandContext) -> None:
         open_ = await open_conversations()
+        # a member of an isolated group sees only that group's queue
+        scope = await desk.topics.scope_of(ctx.advisor.mxid) if ctx.advisor else None
+        if scope is not None:
+            open_ = [c for c in open_ if c.topic in scope[1]]
         waiting = queue_order(open_)
         offered = sum(c.status is ConversationStatus.INVITING for c in open_)
         active = sum(c.status is ConversationStatus.ACTIVE for c in open_)
         await ctx.reply(
-            f"{len(waiting)} waiting, {offered} being offered, {active} in conversation."
+            f"{len(waiting)} waiting, {offered} being offered, {active} in conversation"
+            + (f" in {scope[0]}." if scope is not None else ".")
         )
 
     async def close(ctx: CommandContext) -> None:
@@ -97,6 +103,7 @@ def register(registry: CommandRegistry, desk: Desk, *, default_capacity: int) ->
         name = ctx.advisor.name if ctx.advisor else ctx.sender
         await conversations.advisor_close(ctx.conversation.room_id, ctx.sender, name)  # type: ignore[arg-type]
 
+    topic_commands.register(registry, desk.topics)
     for command in (
         Command("help", "", "list the commands you can use", Role.ANYONE, help_),
         Command(

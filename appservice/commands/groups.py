@@ -11,7 +11,7 @@ from .registry import Command, CommandContext, CommandRegistry, Role, UsageError
 USAGE = (
     "create <path> [display name] | rename <path> <display name> | move <path> <new parent> | "
     "delete <path> | list | add <path> <@user:server> [primary|secondary] | "
-    "remove <path> <@user:server>"
+    "remove <path> <@user:server> | isolate <path> on|off"
 )
 
 
@@ -22,7 +22,8 @@ def register(registry: CommandRegistry, groups: GroupService) -> None:
             primary = [m.advisor for m in line.members if m.role is MemberRole.PRIMARY]
             secondary = [m.advisor for m in line.members if m.role is MemberRole.SECONDARY]
             who = ", ".join([*primary, *(f"{a} (secondary)" for a in secondary)]) or "nobody"
-            lines.append(f"{'  ' * line.depth}{line.path} — {line.group.name}: {who}")
+            isolated = " (isolated)" if line.group.isolated else ""
+            lines.append(f"{'  ' * line.depth}{line.path} — {line.group.name}{isolated}: {who}")
         await ctx.reply("Groups (path — name: members):\n" + "\n".join(lines))
 
     async def group(ctx: CommandContext) -> None:
@@ -57,6 +58,15 @@ def register(registry: CommandRegistry, groups: GroupService) -> None:
         elif action == "remove" and len(rest) == 2:
             await groups.remove_member(rest[0], rest[1])
             await ctx.reply(f"{rest[1]} is no longer in {rest[0].strip('/') or '/'}.")
+        elif action == "isolate" and len(rest) == 2 and rest[1].lower() in ("on", "off"):
+            isolated = rest[1].lower() == "on"
+            changed = await groups.isolate(rest[0], isolated)
+            where = rest[0].strip("/") or "/"
+            if not isolated:
+                state = "is no longer isolated"
+            else:
+                state = "is isolated: its primary members get only its visitors"
+            await ctx.reply(f"{where} {state}{'' if changed else ' (it was already)'}.")
         else:
             raise UsageError()
 

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 from .. import groups as rules
 from ..errors import InvalidInput, NotFound
-from ..events import GroupCreated, GroupDeleted, GroupMoved, GroupRenamed, MembershipChanged
+from ..events import (
+    GroupCreated,
+    GroupDeleted,
+    GroupMoved,
+    GroupRenamed,
+    MembershipChanged,
+    QueueChanged,
+)
 from ..groups import Group, GroupId, Membership, Role
 from ..model import AdvisorMxid, RoomId, parse_mxid
 from ..outbox import Attempt, Batch, Handlers, UnitOfWork
@@ -123,6 +130,17 @@ class GroupService:
             gone, raised = rules.leave(await self._store.memberships_of(advisor), group, advisor)
             await self._store.remove_membership(gone.group_id, gone.advisor)
             batch.raise_(raised)
+
+    async def isolate(self, path: str, isolated: bool) -> bool:
+        """Mark the group isolated or not (see :class:`bridge.routing.GroupPools`); False if
+        it was so already. A routing pass follows."""
+        async with self._change() as (batch, tree):
+            group = rules.set_isolated(rules.find(tree, path), isolated)
+            if group is tree[group.id]:
+                return False
+            await self._store.save_group(group)
+            batch.raise_([QueueChanged()])
+        return True
 
     # handlers: the Matrix side of the tree
 

@@ -32,6 +32,7 @@ from ..outbox import UnitOfWork
 from ..ports import Clock, DeskMetrics, NoMetrics, Store
 from ..routing import RoundRobin, advisor_load, queue_order, queue_positions
 from .presenter import Presenter
+from .topics import read_pools
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,9 @@ class QueueService:
     # -- the routing pass (the handler of QueueChanged) -------------------------------------
 
     async def route(self) -> None:
-        """Offer waiting visitors to advisors who can take them; then tell every waiting
-        visitor whose place changed."""
+        """Offer waiting visitors to advisors who can take them, each within the group of
+        their topic (:class:`bridge.routing.GroupPools`, read once per pass); then tell every
+        waiting visitor whose place changed."""
         async with self.exclusive():
             conversations = await self._store.open_conversations()
             advisors = await self._store.advisors()
@@ -114,6 +116,7 @@ class QueueService:
             epoch = int(await self._store.get_setting(EPOCH_KEY) or 0)
             if epoch != self._epoch:
                 self._shown.clear()  # another process's pass told pages other places since
+            pools = await read_pools(self._store)
             ring = RoundRobin(
                 advisors,
                 advisor_load(conversations),
@@ -128,7 +131,8 @@ class QueueService:
                         break
                     if conversation.room_id is None:
                         continue  # offered once its room is made
-                    advisor = ring.next(conversation.skipped)
+                    pool = pools.for_topic(conversation.topic)
+                    advisor = ring.next_in(pool, conversation.skipped)
                     if advisor is None:
                         continue
                     offer, events = conversation.offer(advisor, now, self._settings.invite_timeout)

@@ -34,11 +34,11 @@ class Desk:
         return await self.outbox.drain()
 
     async def visitor(
-        self, session: str, name: str = "Vera", message: str = "Hello"
+        self, session: str, name: str = "Vera", message: str = "Hello", topic: str = "general"
     ) -> ConversationId:
         self.clock.advance(1)  # arrivals one second apart, so queue order is defined
         conversation, _ = await self.conversations.start(
-            session, {"name": name, "email": "", "topic": "general", "message": message}
+            session, {"name": name, "email": "", "topic": topic, "message": message}
         )
         return conversation.id
 
