@@ -21,6 +21,7 @@ from bridge.errors import TemporarilyUnavailable
 from bridge.events import DomainEvent
 from bridge.model import RoomId, RoutingSettings
 from bridge.ports import Clock, VisitorChannel
+from bridge.services.directory import DirectoryService
 from web_portal.app import PortalSettings, create_app
 from web_portal.hub import VisitorHub
 
@@ -198,7 +199,9 @@ class Switchboard:
         desk_commands.register(commands, self.desk, default_capacity=config.routing.capacity)
         outbox_commands.register(commands, self.store.outbox, self.clock, self._wake_dispatcher)
         group_commands.register(commands, self.desk.groups)
-        directory_commands.register(commands, self.desk.space_repair)
+        directory_commands.register(
+            commands, self.desk.space_repair, DirectoryService(self.store, self.desk.topics)
+        )
         events = MatrixEventHandler(config, self.desk, commands)
         self.txn_log = AppserviceLog(db, self.clock)
         self.endpoint = AppserviceEndpoint(
