@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, AsyncIterator, Protocol
 
@@ -225,3 +226,19 @@ class People:
             await visitor.close()
         for client in self.clients:
             await client.close()
+
+
+async def open_bot_chat(client: AdvisorClient, bot: str) -> str:
+    """``client`` opens a direct chat with the desk's bot and waits for its greeting."""
+    dm = await client.create_room(invite=[bot], is_direct=True)
+    await client.wait_for_message(dm, "Type !help", sender=bot)
+    return dm
+
+
+async def tell_bot(
+    client: AdvisorClient, dm: str, bot: str, steps: Iterable[tuple[str, str]]
+) -> None:
+    """Each command in turn, each awaited until the bot's answer contains its text."""
+    for command, answer in steps:
+        await client.send_text(dm, command)
+        await client.wait_for_message(dm, answer, sender=bot)

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from bridge.model import ConversationStatus, Presence
+from tests.desks import open_bot_chat
 
 
 async def test_admin_adds_an_advisor_who_makes_herself_available_and_gets_a_visitor(
@@ -17,8 +18,7 @@ async def test_admin_adds_an_advisor_who_makes_herself_available_and_gets_a_visi
     ana = await people.advisor(None, "ana")
     bot = desk.config.bot_mxid
 
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    dm = await open_bot_chat(admin, bot)
 
     await admin.send_text(dm, "!help")
     help_text = (await admin.wait_for_message(dm, "Commands you can use", sender=bot)).body
@@ -98,8 +98,7 @@ async def test_status_and_advisor_list_show_an_advisor_online_and_syncing_as_onl
 
     desk.advisors.presence_changed = heard  # type: ignore[method-assign]
 
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    dm = await open_bot_chat(admin, bot)
     await admin.send_text(dm, f"!advisor add {ana.user_id}")
     control = await ana.wait_for_invite()
     await ana.join(control)  # the desk asks once, now that the homeserver will tell

@@ -12,7 +12,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from appservice.__main__ import main
-from tests.desks import free_port
+from tests.desks import free_port, open_bot_chat
 from tests.faults.process import SwitchboardProcess
 
 FIXTURE = Path(__file__).parents[1] / "appservice" / "fixtures" / "config-2b5463b.yaml"
@@ -61,8 +61,7 @@ async def test_a_config_from_the_first_version_upgraded_by_generate_holds_a_conv
     try:
         admin = await people.login(admin_id)
         bot = process.config.bot_mxid
-        dm = await admin.create_room(invite=[bot], is_direct=True)
-        await admin.wait_for_message(dm, "Type !help", sender=bot)
+        dm = await open_bot_chat(admin, bot)
         ana = await people.advisor(None, "ana")
         await admin.send_text(dm, f"!advisor add {ana.user_id}")
         await admin.wait_for_message(dm, f"{ana.user_id} is now an advisor", sender=bot)

@@ -3,6 +3,8 @@ without its accent finds an accented group, and !directory shows the tree."""
 
 from __future__ import annotations
 
+from tests.desks import open_bot_chat, tell_bot
+
 
 async def test_an_advisor_finds_an_accented_group_and_sees_the_directory(
     sqlite_desks, people, homeserver
@@ -13,16 +15,18 @@ async def test_an_advisor_finds_an_accented_group_and_sees_the_directory(
     ana = await people.advisor(None, "ana")
     bot = desk.config.bot_mxid
 
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
-    for command, answer in (
-        (f"!advisor add {ana.user_id}", "is now an advisor"),
-        ("!group create support", "created"),
-        ("!group create support/billing Facturación", "created"),
-        (f"!group add support/billing {ana.user_id}", "is now in support/billing"),
-    ):
-        await admin.send_text(dm, command)
-        await admin.wait_for_message(dm, answer, sender=bot)
+    dm = await open_bot_chat(admin, bot)
+    await tell_bot(
+        admin,
+        dm,
+        bot,
+        [
+            (f"!advisor add {ana.user_id}", "is now an advisor"),
+            ("!group create support", "created"),
+            ("!group create support/billing Facturación", "created"),
+            (f"!group add support/billing {ana.user_id}", "is now in support/billing"),
+        ],
+    )
 
     control = await ana.wait_for_invite(timeout=20)
     await ana.join(control)

@@ -4,6 +4,8 @@ that re-links them and a rename that renames."""
 
 from __future__ import annotations
 
+from tests.desks import open_bot_chat, tell_bot
+
 
 async def test_groups_become_nested_spaces_an_advisor_is_invited_to(desks, people, homeserver):
     admin_id = homeserver.new_user("admin")
@@ -13,8 +15,7 @@ async def test_groups_become_nested_spaces_an_advisor_is_invited_to(desks, peopl
     bot = desk.config.bot_mxid
     server = desk.config.homeserver.domain
 
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    dm = await open_bot_chat(admin, bot)
     await admin.send_text(dm, f"!advisor add {ana.user_id}")
     await admin.wait_for_message(dm, f"{ana.user_id} is now an advisor", sender=bot)
     control = await ana.wait_for_invite()  # the direct chat with the bot
@@ -75,17 +76,19 @@ async def test_a_deleted_group_is_unlinked_and_its_members_and_leavers_are_remov
     ana = await people.advisor(None, "ana")
     bot = desk.config.bot_mxid
 
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
-    for command, answer in (
-        (f"!advisor add {ana.user_id}", "is now an advisor"),
-        ("!group create sales Sales", "created"),
-        ("!group create sales/eu Europe", "created"),
-        (f"!group add sales/eu {ana.user_id} secondary", "is now in sales/eu"),
-        (f"!group add sales {ana.user_id} secondary", "is now in sales"),
-    ):
-        await admin.send_text(dm, command)
-        await admin.wait_for_message(dm, answer, sender=bot)
+    dm = await open_bot_chat(admin, bot)
+    await tell_bot(
+        admin,
+        dm,
+        bot,
+        [
+            (f"!advisor add {ana.user_id}", "is now an advisor"),
+            ("!group create sales Sales", "created"),
+            ("!group create sales/eu Europe", "created"),
+            (f"!group add sales/eu {ana.user_id} secondary", "is now in sales/eu"),
+            (f"!group add sales {ana.user_id} secondary", "is now in sales"),
+        ],
+    )
 
     def named(name: str):
         return lambda r: ana.state.get(r, {}).get(("m.room.name", ""), {}).get("name") == name

@@ -7,6 +7,8 @@ import uuid
 
 import aiohttp
 
+from tests.desks import open_bot_chat
+
 XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script><a href="javascript:alert(3)">x</a>'
 
 
@@ -36,8 +38,7 @@ async def test_the_bot_never_answers_itself_or_a_puppet(sqlite_desks, people, ho
     desk = await sqlite_desks.start(admins=(admin_id,))
     admin = await people.login(admin_id)
     bot = desk.config.bot_mxid
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    dm = await open_bot_chat(admin, bot)
     # the homeserver echoes our own events back to us: one that looks like a command
     token = desk.config.appservice.hs_token
     own = [

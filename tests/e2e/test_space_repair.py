@@ -12,7 +12,7 @@ import aiohttp
 
 from appservice.bootstrap import Switchboard
 from bridge.model import RoomId
-from tests.desks import PASSWORD
+from tests.desks import PASSWORD, open_bot_chat, tell_bot
 
 
 async def test_a_space_deleted_by_hand_comes_back_on_repair_and_a_restart_reinvites(
@@ -24,16 +24,18 @@ async def test_a_space_deleted_by_hand_comes_back_on_repair_and_a_restart_reinvi
     ana = await people.advisor(None, "ana")
     bot = desk.config.bot_mxid
 
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
-    for command, answer in (
-        (f"!advisor add {ana.user_id}", "is now an advisor"),
-        ("!group create support Support", "created"),
-        ("!group create support/billing Billing", "created"),
-        (f"!group add support/billing {ana.user_id} secondary", "is now in support/billing"),
-    ):
-        await admin.send_text(dm, command)
-        await admin.wait_for_message(dm, answer, sender=bot)
+    dm = await open_bot_chat(admin, bot)
+    await tell_bot(
+        admin,
+        dm,
+        bot,
+        [
+            (f"!advisor add {ana.user_id}", "is now an advisor"),
+            ("!group create support Support", "created"),
+            ("!group create support/billing Billing", "created"),
+            (f"!group add support/billing {ana.user_id} secondary", "is now in support/billing"),
+        ],
+    )
 
     def named(name: str, but: str = ""):
         return (
@@ -93,15 +95,17 @@ async def test_a_space_the_bot_left_by_hand_is_replaced_on_repair(
     ana = await people.advisor(None, "ana")
     bot = desk.config.bot_mxid
 
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
-    for command, answer in (
-        (f"!advisor add {ana.user_id}", "is now an advisor"),
-        ("!group create sales Sales", "created"),
-        (f"!group add sales {ana.user_id} secondary", "is now in sales"),
-    ):
-        await admin.send_text(dm, command)
-        await admin.wait_for_message(dm, answer, sender=bot)
+    dm = await open_bot_chat(admin, bot)
+    await tell_bot(
+        admin,
+        dm,
+        bot,
+        [
+            (f"!advisor add {ana.user_id}", "is now an advisor"),
+            ("!group create sales Sales", "created"),
+            (f"!group add sales {ana.user_id} secondary", "is now in sales"),
+        ],
+    )
 
     def named(name: str, but: str = ""):
         return (

@@ -5,6 +5,7 @@ available advisor outside it; with the primary at capacity, to the group's secon
 from __future__ import annotations
 
 from bridge.model import AdvisorMxid
+from tests.desks import open_bot_chat, tell_bot
 
 SPACES = {"Support", "Billing"}
 
@@ -19,17 +20,19 @@ async def test_a_billing_visitor_goes_to_billing_primary_then_secondary(desks, p
     cid = await people.advisor(desk, "cid")
     bot = desk.config.bot_mxid
 
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
-    for command, answer in [
-        ("!group create support Support", "Group support (Support) created"),
-        ("!group create support/billing Billing", "Group support/billing (Billing) created"),
-        (f"!group add support/billing {ana.user_id} primary", "(primary)"),
-        (f"!group add support/billing {cid.user_id} secondary", "(secondary)"),
-        ("!topic route billing support/billing", "billing now go to support/billing"),
-    ]:
-        await admin.send_text(dm, command)
-        await admin.wait_for_message(dm, answer, sender=bot)
+    dm = await open_bot_chat(admin, bot)
+    await tell_bot(
+        admin,
+        dm,
+        bot,
+        [
+            ("!group create support Support", "Group support (Support) created"),
+            ("!group create support/billing Billing", "Group support/billing (Billing) created"),
+            (f"!group add support/billing {ana.user_id} primary", "(primary)"),
+            (f"!group add support/billing {cid.user_id} secondary", "(secondary)"),
+            ("!topic route billing support/billing", "billing now go to support/billing"),
+        ],
+    )
 
     def conversation(client):
         def is_conversation(room: str) -> bool:
@@ -69,16 +72,18 @@ async def test_a_member_of_an_isolated_group_is_offered_only_its_visitors(
     ana = await people.advisor(desk, "ana")  # first in the ring, free
     bob = await people.advisor(desk, "bob")
     bot = desk.config.bot_mxid
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
-    for command, answer in [
-        ("!group create billing Billing", "Group billing (Billing) created"),
-        (f"!group add billing {ana.user_id} primary", "(primary)"),
-        ("!group isolate billing on", "billing is isolated"),
-        ("!topic route billing billing", "billing now go to billing"),
-    ]:
-        await admin.send_text(dm, command)
-        await admin.wait_for_message(dm, answer, sender=bot)
+    dm = await open_bot_chat(admin, bot)
+    await tell_bot(
+        admin,
+        dm,
+        bot,
+        [
+            ("!group create billing Billing", "Group billing (Billing) created"),
+            (f"!group add billing {ana.user_id} primary", "(primary)"),
+            ("!group isolate billing on", "billing is isolated"),
+            ("!topic route billing billing", "billing now go to billing"),
+        ],
+    )
 
     general = await people.visitor(desk)
     await general.start(topic="general")

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.desks import free_port
+from tests.desks import free_port, open_bot_chat
 from tests.faults.process import SwitchboardProcess, write_config
 
 
@@ -44,8 +44,7 @@ async def add_advisors_through_the_bot(process, people, admin_id, team) -> None:
     ``team`` with ``!advisor add``; each joins the bot's chat and says !available."""
     admin = await people.login(admin_id)
     bot = process.config.bot_mxid
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    dm = await open_bot_chat(admin, bot)
     for advisor in team:
         await admin.send_text(dm, f"!advisor add {advisor.user_id}")
         await admin.wait_for_message(dm, f"{advisor.user_id} is now an advisor", sender=bot)

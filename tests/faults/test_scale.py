@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from harness.visitor import Visitor
-from tests.desks import free_port
+from tests.desks import free_port, open_bot_chat
 from tests.faults.process import SwitchboardProcess, write_config
 from tests.pg import fresh_schema_url
 
@@ -56,8 +56,7 @@ async def test_a_visitor_reconnecting_to_another_portal_process_loses_nothing(
     bot = a.config.bot_mxid
     admin = await people.login(admin_id)
     ana = await people.advisor(None, "ana")
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    dm = await open_bot_chat(admin, bot)
     await admin.send_text(dm, f"!advisor add {ana.user_id}")
     control = await ana.wait_for_invite()
     await ana.join(control)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from tests.desks import open_bot_chat
 from tests.install.installed import REPO, InstalledSwitchboard, Wheel, registered_config
 
 PACKAGES = ("bridge/", "appservice/", "web_portal/")
@@ -105,8 +106,7 @@ async def test_installed_switchboard_connects_a_visitor_with_an_advisor(
     ana = await people.advisor(None, "ana")
     admin = await people.login(admin_id)
     bot = process.config.bot_mxid
-    dm = await admin.create_room(invite=[bot], is_direct=True)
-    await admin.wait_for_message(dm, "Type !help", sender=bot)
+    dm = await open_bot_chat(admin, bot)
     await admin.send_text(dm, f"!advisor add {ana.user_id}")
     await admin.wait_for_message(dm, f"{ana.user_id} is now an advisor", sender=bot)
     control = await ana.wait_for_invite()
