@@ -48,6 +48,15 @@ RESEND_LOOKBACK = 100  # events: far more than a visitor sends while the homeser
 PRESENCES = {p.value: p for p in Presence}
 SPACE_CHILD = EventType.find("m.space.child", EventType.Class.STATE)
 SPACE_PARENT = EventType.find("m.space.parent", EventType.Class.STATE)
+#: every room and space of ours: history readable by members from their invite on, no guests
+PRIVATE_ROOM_STATE: list[Any] = [
+    {
+        "type": "m.room.history_visibility",
+        "state_key": "",
+        "content": {"history_visibility": "shared"},
+    },
+    {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+]
 NOT_THERE = ("not in the room", "not in room", "not invited", "not joined")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -107,22 +116,28 @@ class MautrixGateway:
 
     @_classified
     async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
-        bot = self.bot.mxid
-        alias = self._room_alias(key)
-        try:
-            room_id = await self._make_room(puppet, name, topic, alias)
-        except MRoomInUse:
-            # made before under this key (its answer lost, or we died before storing it)
-            found = await self.bot.resolve_room_alias(RoomAlias(f"#{alias}:{self.bot.domain}"))
-            room_id = found.room_id
+        room_id, made = await self._create_once(
+            key,
+            name=name,
+            topic=topic,
+            invitees=[UserID(puppet)],
+            # the visitor may talk but not invite, kick, rename or change the room
+            power_level_override={
+                "invite": 50,
+                "kick": 50,
+                "ban": 50,
+                "redact": 50,
+                "state_default": 50,
+                "events_default": 0,
+            },
+        )
+        if not made:  # its puppet's invite may not have gone out before the answer was lost
             try:
-                await self.bot.invite_user(room_id, UserID(puppet))
+                await self.bot.invite_user(RoomID(room_id), UserID(puppet))
             except MatrixRequestError as e:
                 if "already in the room" not in str(e):
                     raise
-            log.info("found the room %s made before under %s", room_id, alias)
-        await self.bot.state_store.joined(room_id, bot)
-        return RoomId(room_id)
+        return room_id
 
     @_classified
     async def find_room(self, key: str) -> RoomId | None:
@@ -142,36 +157,27 @@ class MautrixGateway:
         """The alias localpart of a room key, inside our exclusive alias namespace."""
         return f"{self._config.appservice.user_prefix}{key}"
 
-    async def _make_room(self, puppet: PuppetMxid, name: str, topic: str, alias: str) -> RoomID:
-        return await self.bot.create_room(
-            alias_localpart=alias,
-            preset=RoomCreatePreset.PRIVATE,
-            name=name,
-            topic=topic,
-            invitees=[UserID(puppet)],
-            initial_state=[
-                {
-                    "type": "m.room.history_visibility",
-                    "state_key": "",
-                    "content": {"history_visibility": "shared"},
-                },
-                {
-                    "type": "m.room.guest_access",
-                    "state_key": "",
-                    "content": {"guest_access": "forbidden"},
-                },
-            ],
-            # no "users" map: the creator's power is implied (room v12 refuses it listed)
-            power_level_override={
-                # the visitor may talk but not invite, kick, rename or change the room
-                "invite": 50,
-                "kick": 50,
-                "ban": 50,
-                "redact": 50,
-                "state_default": 50,
-                "events_default": 0,
-            },
-        )
+    async def _create_once(self, key: str, **content: Any) -> tuple[RoomId, bool]:
+        """An invite-only room (or space) of ours under the alias of ``key``, and whether it
+        was made now: one made before under that key (its answer lost, or we died before
+        storing it) is found by the alias instead of made again."""
+        alias = self._room_alias(key)
+        try:
+            # no "users" map in the power levels: the creator's power is implied (room v12
+            # refuses it listed)
+            room_id = await self.bot.create_room(
+                alias_localpart=alias,
+                preset=RoomCreatePreset.PRIVATE,
+                initial_state=PRIVATE_ROOM_STATE,
+                **content,
+            )
+            made = True
+        except MRoomInUse:
+            found = await self.bot.resolve_room_alias(RoomAlias(f"#{alias}:{self.bot.domain}"))
+            room_id, made = found.room_id, False
+            log.info("found the room %s made before under %s", room_id, alias)
+        await self.bot.state_store.joined(room_id, self.bot.mxid)
+        return RoomId(room_id), made
 
     @_classified
     async def puppet_join(self, room_id: RoomId, puppet: PuppetMxid) -> None:
@@ -268,43 +274,21 @@ class MautrixGateway:
 
     @_classified
     async def create_space(self, name: str, key: str) -> RoomId:
-        alias = self._room_alias(key)
-        try:
-            room_id = await self.bot.create_room(
-                alias_localpart=alias,
-                preset=RoomCreatePreset.PRIVATE,  # invite-only
-                name=name,
-                creation_content={"type": "m.space"},
-                initial_state=[
-                    {
-                        "type": "m.room.history_visibility",
-                        "state_key": "",
-                        "content": {"history_visibility": "shared"},
-                    },
-                    {
-                        "type": "m.room.guest_access",
-                        "state_key": "",
-                        "content": {"guest_access": "forbidden"},
-                    },
-                ],
-                # no "users" map: the creator's power is implied (room v12 refuses it listed);
-                # members may read the space, only the bot shapes it
-                power_level_override={
-                    "invite": 100,
-                    "kick": 100,
-                    "ban": 100,
-                    "redact": 100,
-                    "state_default": 100,
-                    "events_default": 100,
-                },
-            )
-        except MRoomInUse:
-            # made before under this key (its answer lost, or we died before storing it)
-            found = await self.bot.resolve_room_alias(RoomAlias(f"#{alias}:{self.bot.domain}"))
-            room_id = found.room_id
-            log.info("found the space %s made before under %s", room_id, alias)
-        await self.bot.state_store.joined(room_id, self.bot.mxid)
-        return RoomId(room_id)
+        room_id, _ = await self._create_once(
+            key,
+            name=name,
+            creation_content={"type": "m.space"},
+            # members may read the space, only the bot shapes it
+            power_level_override={
+                "invite": 100,
+                "kick": 100,
+                "ban": 100,
+                "redact": 100,
+                "state_default": 100,
+                "events_default": 100,
+            },
+        )
+        return room_id
 
     @_classified
     async def link_space(self, parent: RoomId, child: RoomId) -> None:
