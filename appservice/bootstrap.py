@@ -110,6 +110,7 @@ class Switchboard:
         self._db: Database | None = None
         self.hub = VisitorHub()
         self._fanout: PgFanout | None = None
+        self._presence_asked_at = -1  # the catch-up generation presence was last asked after
         self.readiness = Readiness()
         self.metrics = Metrics(
             _version(), self.readiness.not_ready, lambda: len(self.hub), self.clock.now
@@ -349,8 +350,11 @@ class Switchboard:
         gap = self.watch.gap()
         if gap is not None and await self.catch_up.run(since=gap[0]):
             self.watch.caught_up(gap[1])
-            # presence changed while the homeserver was away is not pushed again
-            await self.advisors.presence_may_be_stale()
+            if gap[1] != self._presence_asked_at:
+                # presence changed while the homeserver was away is not pushed again: asked
+                # once per gap (its follow-up readings of the rooms need not ask again)
+                self._presence_asked_at = gap[1]
+                await self.advisors.presence_may_be_stale()
 
     async def _repair_spaces(self) -> None:
         """The start-up reconciliation of the groups' spaces (its repairs go through the
