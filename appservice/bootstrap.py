@@ -21,13 +21,16 @@ from bridge.errors import TemporarilyUnavailable
 from bridge.events import DomainEvent
 from bridge.model import RoomId, RoutingSettings
 from bridge.ports import Clock, VisitorChannel
+from bridge.services.callsigns import CallSignSettings
 from bridge.services.directory import DirectoryService
 from web_portal.app import PortalSettings, create_app
 from web_portal.hub import VisitorHub
 
+from .call_signs import CallSignQueries
 from .catch_up import CatchUp, HomeserverWatch
 from .clock import WallClock
 from .commands import CommandRegistry
+from .commands import call_signs as call_sign_commands
 from .commands import desk as desk_commands
 from .commands import directory as directory_commands
 from .commands import groups as group_commands
@@ -56,6 +59,7 @@ from .startup import (
     keep_trying,
     listen_error,
     lock_error,
+    namespace_problem,
     ping_problem,
     reach_homeserver,
 )
@@ -186,6 +190,10 @@ class Switchboard:
                 topics=topics,
                 routing=RoutingSettings(config.routing.capacity, config.routing.invite_timeout),
                 abandon_after=config.routing.abandon_after,
+                call_signs=CallSignSettings(
+                    max_open_per_server=config.directory.max_open_per_server,
+                    proof_of_life=config.directory.proof_of_life,
+                ),
             ),
             self.metrics,
         )
@@ -200,9 +208,13 @@ class Switchboard:
         desk_commands.register(commands, self.desk, default_capacity=config.routing.capacity)
         outbox_commands.register(commands, self.store.outbox, self.clock, self._wake_dispatcher)
         group_commands.register(commands, self.desk.groups)
+        call_sign_commands.register(commands, self.desk.call_signs, self.gateway)
         directory_commands.register(
-            commands, self.desk.space_repair, DirectoryService(self.store, self.desk.topics)
+            commands,
+            self.desk.space_repair,
+            DirectoryService(self.store, self.desk.topics, self.desk.call_signs),
         )
+        self.call_sign_queries = CallSignQueries(config, self.desk.call_signs, self.gateway)
         events = MatrixEventHandler(config, self.desk, commands)
         self.txn_log = AppserviceLog(db, self.clock)
         self.endpoint = AppserviceEndpoint(
@@ -212,6 +224,7 @@ class Switchboard:
             self.watch,
             not_ready=self.readiness.not_ready,
             report=self.metrics.transaction,
+            directory=self.call_sign_queries,
         )
         self.catch_up = CatchUp(self.gateway.bot.api, self._served_rooms, self.endpoint)
         self.endpoint.read_back = self.catch_up.events_since
@@ -258,6 +271,7 @@ class Switchboard:
         """Wait for the database and the homeserver, start the workers, then serve."""
         config = self.config
         await self._open_database()
+        self.call_sign_queries.ready()
         last_push = await self.txn_log.last_transaction_at()
         if last_push is not None:
             # the homeserver may have restarted while we were down, losing what it held for us
@@ -265,6 +279,8 @@ class Switchboard:
         if self._fanout is not None:
             await self._fanout.start()
         await self._prepare_bot()
+        if await self.call_sign_queries.namespace_missing():
+            raise namespace_problem(config)
         if self._fanout is None:
             # one process only: a claim still held is from before a crash or a restart
             await self.store.outbox.release_claims()

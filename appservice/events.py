@@ -42,8 +42,10 @@ class MatrixEventHandler:
         self._conversations = desk.rooms
         self._advisors = desk.advisors
         self._bot = desk.bot
+        self._call_signs = desk.call_signs
         self._commands = commands
         self._puppet_prefix = f"@{config.appservice.user_prefix}"
+        self._call_sign_prefix = f"@{config.appservice.user_prefix}cs_"
 
     def _ours(self, user_id: str) -> bool:
         """The bot or one of our puppets: their events are echoes of what we sent."""
@@ -51,6 +53,13 @@ class MatrixEventHandler:
             user_id.startswith(self._puppet_prefix)
             and user_id.endswith(f":{self._config.homeserver.domain}")
         )
+
+    def _call_sign_of(self, user_id: str) -> str | None:
+        """The call sign whose user ``user_id`` is (``@<prefix>cs_<sign>:<domain>``), if any."""
+        suffix = f":{self._config.homeserver.domain}"
+        if user_id.startswith(self._call_sign_prefix) and user_id.endswith(suffix):
+            return user_id[len(self._call_sign_prefix) : -len(suffix)] or None
+        return None
 
     async def handle(self, event: Any) -> None:
         """Handle one timeline event. Transient failures raise (the homeserver retries the
@@ -105,7 +114,17 @@ class MatrixEventHandler:
             if membership == "invite" and not self._ours(sender):
                 await self._bot.invited(room_id, sender)
             return
+        sign = self._call_sign_of(target)
+        if sign is not None:
+            if membership == "invite" and not self._ours(sender):
+                # a direct chat with a call sign's user: asking it
+                await self._call_signs.invited(sign, room_id, sender)
+            return
         if self._ours(target):
+            return
+        if membership == "knock" and sender == target:
+            name = _str(content.get("displayname"))
+            await self._call_signs.knocked(room_id, target, name)
             return
         advisor = AdvisorMxid(target)
         if membership == "join":
@@ -115,6 +134,7 @@ class MatrixEventHandler:
             await self._conversations.advisor_joined(room_id, advisor)
             # now sharing a room with the desk: its presence may be asked for, and is pushed
             await self._advisors.joined_a_room(target)
+            await self._advisors.seen_alive(target)
         elif membership in ("leave", "ban"):
             await self._conversations.advisor_left(room_id, advisor)
 
@@ -130,6 +150,10 @@ class MatrixEventHandler:
         if said is None or said.msgtype not in RELAYED_MSGTYPES:
             return
         context = await self._conversations.context(room_id, sender)
+        if context.conversation is None and await self._call_signs.chat_message(room_id, sender):
+            return  # in a direct chat with a call sign's user: asking again
+        if context.advisor is not None:
+            await self._advisors.seen_alive(sender)
         emote = said.msgtype == "m.emote"
         if said.replaces is not None:
             await self._conversations.advisor_edited(
@@ -181,6 +205,8 @@ class MatrixEventHandler:
             if isinstance(users, list):
                 typing = [u for u in users if isinstance(u, str) and not self._ours(u)]
                 await self._conversations.advisor_typing(RoomId(room_id), typing)
+                for user in typing:
+                    await self._advisors.seen_alive(user)
         elif kind == "m.receipt" and room_id:
             for event_id, receipts in content.items():
                 readers = receipts.get("m.read") if isinstance(receipts, dict) else None

@@ -30,6 +30,7 @@ from mautrix.types import (
     PaginationDirection,
     RoomAlias,
     RoomCreatePreset,
+    RoomDirectoryVisibility,
     RoomID,
     TextMessageEventContent,
     UserID,
@@ -115,12 +116,12 @@ class MautrixGateway:
         return mxid
 
     @_classified
-    async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
+    async def create_room(self, invitee: str, name: str, topic: str, key: str) -> RoomId:
         room_id, made = await self._create_once(
             key,
             name=name,
             topic=topic,
-            invitees=[UserID(puppet)],
+            invitees=[UserID(invitee)],
             # the visitor may talk but not invite, kick, rename or change the room
             power_level_override={
                 "invite": 50,
@@ -131,13 +132,26 @@ class MautrixGateway:
                 "events_default": 0,
             },
         )
-        if not made:  # its puppet's invite may not have gone out before the answer was lost
-            try:
-                await self.bot.invite_user(RoomID(room_id), UserID(puppet))
-            except MatrixRequestError as e:
-                if "already in the room" not in str(e):
-                    raise
+        if not made:  # its invite may not have gone out before the answer was lost
+            await self._invite(room_id, invitee)
         return room_id
+
+    async def _invite(self, room_id: RoomId, user: str) -> bool:
+        """Invite ``user`` as the bot; True if they were in the room already (an invite
+        still open counts as done too)."""
+        try:
+            # ClientAPI's method, not the intent's, which hides whether they were there
+            await ClientAPI.invite_user(self.bot, RoomID(room_id), UserID(user))
+        except MAlreadyJoined:
+            return True
+        except MForbidden as e:
+            # homeservers without MSC3848's error code say it in words (as mautrix checks)
+            if "already in the room" in e.message or "is already joined" in e.message:
+                return True
+            if "already invited" in e.message:
+                return False
+            raise
+        return False
 
     @_classified
     async def find_room(self, key: str) -> RoomId | None:
@@ -213,20 +227,10 @@ class MautrixGateway:
 
     @_classified
     async def invite_advisor(self, room_id: RoomId, advisor: AdvisorMxid) -> bool:
-        room = RoomID(room_id)
-        await self.bot.ensure_joined(room)  # the cache answers, except after a restart
-        try:
-            # the invite itself tells us whether they are in the room: no GET of their
-            # membership first. ClientAPI's method, not the intent's, which hides that answer.
-            await ClientAPI.invite_user(self.bot, room, UserID(advisor))
-        except MAlreadyJoined:
-            return True  # handed back and offered again while still in the room
-        except MForbidden as e:
-            # homeservers without MSC3848's error code say it in words (as mautrix checks)
-            if "already in the room" in e.message or "is already joined" in e.message:
-                return True
-            raise
-        return False
+        await self.bot.ensure_joined(RoomID(room_id))  # the cache answers, except after a restart
+        # the invite itself tells us whether they are in the room (handed back and offered
+        # again while still in it): no GET of their membership first
+        return await self._invite(room_id, advisor)
 
     @_classified
     async def revoke_invite(self, room_id: RoomId, advisor: AdvisorMxid, reason: str) -> None:
@@ -314,14 +318,7 @@ class MautrixGateway:
 
     @_classified
     async def invite_to_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
-        try:
-            await ClientAPI.invite_user(self.bot, RoomID(space), UserID(advisor))
-        except MAlreadyJoined:
-            return
-        except MForbidden as e:
-            if "already in the room" in e.message or "is already joined" in e.message:
-                return
-            raise
+        await self._invite(space, advisor)
 
     @_classified
     async def kick_from_space(self, space: RoomId, advisor: AdvisorMxid) -> None:
@@ -371,6 +368,100 @@ class MautrixGateway:
             parents=frozenset(links["m.space.parent"]),
             members=frozenset(members),
         )
+
+    # call signs
+
+    def call_sign_address(self, sign: str) -> tuple[str, str]:
+        return self._config.call_sign_alias(sign), self._config.call_sign_user(sign)
+
+    def _lobby_alias(self, sign: str) -> str:
+        return f"{self._config.directory.call_sign_alias_prefix}{sign}"
+
+    @_classified
+    async def make_lobby(self, sign: str, name: str, topic: str) -> RoomId:
+        localpart = self._lobby_alias(sign)
+        alias = RoomAlias(f"#{localpart}:{self.bot.domain}")
+        try:
+            return RoomId((await self.bot.resolve_room_alias(alias)).room_id)
+        except MNotFound:
+            pass
+        # made completely first, then bound: an alias never points at a half-made room. No
+        # "users" map in the power levels (room v12 refuses the creator listed).
+        room_id = await self.bot.create_room(
+            preset=RoomCreatePreset.PRIVATE,
+            name=name,
+            topic=topic,
+            initial_state=[
+                *PRIVATE_ROOM_STATE,
+                {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}},
+            ],
+            power_level_override={"invite": 100, "kick": 50, "state_default": 100},
+        )
+        await self.bot.state_store.joined(room_id, self.bot.mxid)
+        try:
+            await self.bot.add_room_alias(room_id, localpart)
+        except MRoomInUse:
+            # another process (or a lost answer) bound it first: theirs is the lobby
+            found = await self.bot.resolve_room_alias(alias)
+            await self.bot.leave_room(room_id)
+            log.info("call sign %s: the lobby %s was made before", sign, found.room_id)
+            return RoomId(found.room_id)
+        log.info("call sign %s: lobby %s made at %s", sign, room_id, alias)
+        return RoomId(room_id)
+
+    @_classified
+    async def describe_lobby(
+        self, sign: str, lobby: RoomId, name: str, topic: str, listed: bool
+    ) -> None:
+        await self.call_sign_user_made(sign, name)
+        room = RoomID(lobby)
+        await self.bot.set_room_name(room, name)
+        await self.bot.set_room_topic(room, topic)
+        visibility = RoomDirectoryVisibility.PUBLIC if listed else RoomDirectoryVisibility.PRIVATE
+        await self.bot.set_room_directory_visibility(room, visibility)
+
+    @_classified
+    async def close_lobby(self, sign: str, lobby: RoomId | None) -> None:
+        await self.bot.remove_room_alias(self._lobby_alias(sign))  # one gone already is done
+        if lobby is None:
+            return
+        try:
+            await self.bot.set_room_directory_visibility(
+                RoomID(lobby), RoomDirectoryVisibility.PRIVATE
+            )
+            await self.bot.leave_room(RoomID(lobby))
+        except MatrixRequestError as e:
+            if not _gone(e):
+                raise
+
+    @_classified
+    async def call_sign_user_made(self, sign: str, name: str) -> None:
+        """The call sign's user exists, named like its lobby (for a direct chat with it)."""
+        intent = self.puppet(self._config.call_sign_user(sign))
+        await intent.ensure_registered()
+        await intent.set_displayname(name, check_current=False)
+
+    @_classified
+    async def reject_knock(self, lobby: RoomId, user: str, reason: str) -> None:
+        try:
+            await self.bot.kick_user(RoomID(lobby), UserID(user), reason=reason)
+        except MatrixRequestError as e:
+            if not _gone(e):
+                raise
+            log.debug("no knock of %s to reject in %s (%s)", user, lobby, e)
+
+    @_classified
+    async def invite_asker(self, room_id: RoomId, user: str) -> None:
+        await self._invite(room_id, user)
+
+    @_classified
+    async def call_sign_says(self, sign: str, room_id: RoomId, text: str, txn_id: str) -> None:
+        intent = self.puppet(self._config.call_sign_user(sign))
+        await intent.ensure_registered()
+        # joins on the invite (a direct chat); one already joined is done
+        await intent.join_room_by_id(RoomID(room_id))
+        content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)
+        await _send_message(intent, room_id, content, txn_id)
 
     def is_local(self, user: AdvisorMxid) -> bool:
         return user.endswith(f":{self._config.homeserver.domain}")

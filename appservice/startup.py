@@ -294,6 +294,19 @@ def ping_problem(config: Config, error: MatrixRequestError) -> str:
     return f"the homeserver could not ping Switchboard's appservice endpoint: {error}"
 
 
+def namespace_problem(config: Config) -> StartupError:
+    """The homeserver's registration lacks the call signs' alias namespace (made before call
+    signs existed, or before ``directory.call_sign_alias_prefix`` changed)."""
+    registration = _registration_near(config) or "registration.yaml"
+    alias = config.call_sign_alias("*").replace("*", ".*")
+    return StartupError(
+        f"the homeserver's registration for Switchboard lacks the call signs' alias namespace "
+        f"{alias}: run `switchboard generate -c {config.path or 'config.yaml'} -r "
+        f"{registration}`, give the homeserver the new registration file, and restart the "
+        "homeserver"
+    )
+
+
 def _registration_near(config: Config) -> Path | None:
     """The registration file `switchboard generate` would have written next to the config."""
     places = [Path("registration.yaml")]

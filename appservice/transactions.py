@@ -40,6 +40,13 @@ class EventSink(Protocol):
     async def handle_ephemeral(self, event: Any) -> None: ...
 
 
+class Directory(Protocol):
+    """Answers the homeserver's alias and user queries (see ``appservice.call_signs``)."""
+
+    async def alias_exists(self, alias: str) -> bool: ...
+    async def user_exists(self, user_id: str) -> bool: ...
+
+
 class PushWatch(Protocol):
     def pushed(self) -> None: ...
     def suspect_gap(self, why: str, since: float | None = None) -> None: ...
@@ -72,7 +79,9 @@ class AppserviceEndpoint:
         watch: PushWatch | None = None,
         not_ready: Callable[[], str | None] = lambda: None,
         report: Report = _report_nothing,
+        directory: Directory | None = None,
     ) -> None:
+        self._directory = directory
         self._hs_token = hs_token.encode()
         self._not_ready = not_ready
         self._report = report
@@ -208,12 +217,26 @@ class AppserviceEndpoint:
         return web.json_response({})
 
     async def query_user(self, request: web.Request) -> web.Response:
+        """A call sign's user is made on demand; puppets are made when a visitor starts,
+        never on demand."""
         if not self._authorised(request):
             return _error(403, "M_FORBIDDEN", "Bad or missing hs_token")
-        # puppets are created when a visitor starts, never on demand
-        return _error(404, "M_NOT_FOUND", "No such user")
+        return await self._query(request.match_info["user_id"], "user", "No such user")
 
     async def query_alias(self, request: web.Request) -> web.Response:
+        """A call sign's alias: its lobby (made now, if it was not yet)."""
         if not self._authorised(request):
             return _error(403, "M_FORBIDDEN", "Bad or missing hs_token")
-        return _error(404, "M_NOT_FOUND", "No such alias")
+        return await self._query(request.match_info["alias"], "alias", "No such alias")
+
+    async def _query(self, name: str, kind: str, missing: str) -> web.Response:
+        if self._directory is None:
+            return _error(404, "M_NOT_FOUND", missing)
+        ask = self._directory.alias_exists if kind == "alias" else self._directory.user_exists
+        try:
+            found = await ask(name)
+        except Exception:
+            # the homeserver takes anything but 200 as "no such": it may ask again later
+            log.warning("the homeserver's %s query for %s failed", kind, name, exc_info=True)
+            return _error(500, "M_UNKNOWN", "Try again later")
+        return web.json_response({}) if found else _error(404, "M_NOT_FOUND", missing)

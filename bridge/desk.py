@@ -10,6 +10,7 @@ from .outbox import Dispatcher, Handlers, UnitOfWork
 from .ports import Clock, DeskMetrics, MatrixGateway, Store, VisitorChannel
 from .services.advisors import AdvisorService
 from .services.bot import BotService
+from .services.callsigns import CallSignService, CallSignSettings
 from .services.groups import GroupService
 from .services.matrix_side import MatrixSide
 from .services.presenter import Presenter
@@ -25,12 +26,14 @@ class DeskSettings:
     topics: Mapping[str, str]
     routing: RoutingSettings = RoutingSettings()
     abandon_after: float = 300.0
+    call_signs: CallSignSettings = CallSignSettings()
 
 
 @dataclass
 class Desk:
     """The core's services by caller: ``visitors`` (the portal), ``rooms`` (Matrix events),
-    ``advisors``, ``groups``, ``space_repair``, ``topics`` and ``bot`` (the bot's commands),
+    ``advisors``, ``groups``, ``space_repair``, ``topics``, ``call_signs`` and ``bot`` (the bot's
+    commands; ``call_signs`` also answers Matrix users asking one, and the portal's search),
     ``queue`` (routing) and the ``outbox`` dispatcher that runs every side effect."""
 
     store: Store
@@ -43,6 +46,7 @@ class Desk:
     groups: GroupService
     space_repair: SpaceRepair
     topics: TopicService
+    call_signs: CallSignService
     handlers: Handlers
     outbox: Dispatcher
     uow: UnitOfWork
@@ -74,13 +78,15 @@ def build_desk(
         abandon_after=settings.abandon_after,
     )
     rooms = RoomService(store, uow, channel, presenter, queue)
-    advisors = AdvisorService(store, uow, queue)
+    advisors = AdvisorService(store, uow, queue, clock, gateway.is_local)
     bot = BotService(store, uow, gateway, advisors)
     bot.register(handlers)
     groups = GroupService(store, uow, gateway)
     groups.register(handlers)
     space_repair = SpaceRepair(store, uow, gateway)
     space_repair.register(handlers)
+    call_signs = CallSignService(store, uow, gateway, clock, settings.call_signs)
+    call_signs.register(handlers)
     MatrixSide(store, gateway, queue, presenter, clock, metrics).register(handlers)
     visitors.register(handlers)
     handlers.check_complete()
@@ -95,6 +101,7 @@ def build_desk(
         groups=groups,
         space_repair=space_repair,
         topics=TopicService(store, uow, settings.topics),
+        call_signs=call_signs,
         handlers=handlers,
         outbox=outbox,
         uow=uow,

@@ -366,6 +366,65 @@ class SpaceMemberMissing(DomainEvent):
         return REPAIR_KEY
 
 
+@dataclass(frozen=True)
+class CallSignSet(DomainEvent):
+    """A call sign was assigned (or changed): its knock-only lobby is made under its alias
+    (once), named after what it reaches, and listed in the room directory or not."""
+
+    sign: str
+
+    @property
+    def key(self) -> str:
+        return f"cs:{self.sign}"
+
+
+@dataclass(frozen=True)
+class CallSignRemoved(DomainEvent):
+    """A call sign is gone: its alias is removed, its lobby unlisted and left."""
+
+    sign: str
+    lobby_id: RoomId | None
+
+    @property
+    def key(self) -> str:
+        return f"cs:{self.sign}"
+
+
+@dataclass(frozen=True)
+class AskerAnswered(DomainEvent):
+    """A Matrix user asked a call sign (``via`` a knock on its lobby, or a direct chat with
+    its user in ``room_id``): they are told where their conversation is, and invited to it
+    again if they are not in it. After the conversation's room is made (same key)."""
+
+    conversation_id: ConversationId
+    asker: str
+    via: str
+    room_id: RoomId
+    sign: str
+    txn_id: str  # of the notice in a direct chat: one per ask, the same for each retry
+
+    @property
+    def key(self) -> str:
+        return f"c:{self.conversation_id}"
+
+
+@dataclass(frozen=True)
+class AskRefused(DomainEvent):
+    """A Matrix user's request could not be taken (``reason``, for them): a knock is
+    rejected with it, a direct chat is told."""
+
+    asker: str
+    via: str
+    room_id: RoomId
+    sign: str
+    reason: str
+    txn_id: str
+
+    @property
+    def key(self) -> str:
+        return f"r:{self.room_id}"
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -392,6 +451,10 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         SpaceLost,
         SpaceLinkMissing,
         SpaceMemberMissing,
+        CallSignSet,
+        CallSignRemoved,
+        AskerAnswered,
+        AskRefused,
     )
 }
 

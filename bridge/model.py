@@ -83,6 +83,9 @@ class Advisor:
     capacity: int | None = None  # None: the desk's default
     display_name: str | None = None
     control_room: RoomId | None = None  # the direct chat with the bot
+    #: when the desk last had proof that they are alive (a presence push, a message, a join):
+    #: what public listings trust for an advisor of another homeserver
+    last_seen_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -137,6 +140,10 @@ class Conversation:
     ended_at: float | None = None
     ended_by: Sender | None = None
     version: int = 0
+    #: the call sign the visitor asked for (routed to its advisor or group, not by topic)
+    call_sign: str | None = None
+    #: a Matrix user who asked a call sign: they are in the room themself (no puppet)
+    asker: str | None = None
 
     def __post_init__(self) -> None:
         status = self.status
@@ -158,8 +165,9 @@ class Conversation:
                 + (f" with {self.advisor}" if self.advisor else "")
             )
 
-    def room_made(self, puppet: PuppetMxid, room_id: RoomId) -> Transition:
-        """Its puppet and Matrix room exist: from now on it can be offered."""
+    def room_made(self, puppet: PuppetMxid | None, room_id: RoomId) -> Transition:
+        """Its puppet (None for a Matrix asker) and Matrix room exist: from now on it can be
+        offered."""
         self._require(self.room_id is None, "get a second room")
         if not self.status.is_open:
             # made while it ended: attached so that it can be closed; the end stays the last

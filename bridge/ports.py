@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import AsyncContextManager, Collection, Protocol, Sequence
 
+from .callsigns import CallSign
 from .events import DomainEvent
 from .groups import Group, GroupId, Membership
 from .model import (
@@ -131,6 +132,9 @@ class Advisors(Protocol):
     async def get_advisor(self, mxid: AdvisorMxid) -> Advisor | None: ...
     async def remove_advisor(self, mxid: AdvisorMxid) -> bool: ...
     async def advisors(self) -> list[Advisor]: ...
+    async def advisor_seen(self, mxid: AdvisorMxid, at: float) -> None:
+        """Record a proof of life (only ``last_seen_at``, and only forward: a save of the
+        advisor read earlier does not take it back)."""
 
 
 class Groups(Protocol):
@@ -153,6 +157,25 @@ class Groups(Protocol):
     async def remove_membership(self, group_id: GroupId, advisor: AdvisorMxid) -> None: ...
 
 
+class CallSigns(Protocol):
+    """The call-sign aggregate: call signs, and the direct chats Matrix users opened with
+    their users (where asking again is a message)."""
+
+    async def call_signs(self) -> list[CallSign]: ...
+    async def get_call_sign(self, sign: str) -> CallSign | None: ...
+    async def call_sign_by_lobby(self, lobby_id: RoomId) -> CallSign | None: ...
+    async def save_call_sign(self, call_sign: CallSign) -> None:
+        """Insert, or overwrite the target, keywords, listing and lobby of an existing one."""
+
+    async def remove_call_sign(self, sign: str) -> bool: ...
+    async def add_call_sign_chat(self, room_id: RoomId, sign: str, user: str) -> None:
+        """Remember that ``user`` opened the direct chat ``room_id`` with the call sign's
+        user (again: overwritten)."""
+
+    async def call_sign_chat(self, room_id: RoomId) -> tuple[str, str] | None:
+        """(sign, user) of a direct chat with a call sign's user, if ``room_id`` is one."""
+
+
 class Settings(Protocol):
     """Small durable settings of the desk (e.g. the round-robin cursor)."""
 
@@ -160,7 +183,17 @@ class Settings(Protocol):
     async def set_setting(self, key: str, value: str) -> None: ...
 
 
-class Store(Transactions, Visitors, Conversations, Messages, Advisors, Groups, Settings, Protocol):
+class Store(
+    Transactions,
+    Visitors,
+    Conversations,
+    Messages,
+    Advisors,
+    Groups,
+    CallSigns,
+    Settings,
+    Protocol,
+):
     """Persistence of the desk, one port per aggregate; the adapters implement them all on
     one database, so that a transaction can span them."""
 
@@ -252,11 +285,13 @@ class MatrixGateway(Protocol):
     async def create_puppet(self, visitor: Visitor) -> PuppetMxid:
         """Register (if needed) the visitor's puppet and set its display name."""
 
-    async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
-        """Create a private conversation room: the bot in it, the puppet invited.
+    async def create_room(self, invitee: str, name: str, topic: str, key: str) -> RoomId:
+        """Create a private conversation room: the bot in it, ``invitee`` (the visitor's
+        puppet, or a Matrix user who asked a call sign) invited.
 
         Idempotent per ``key``: a room made under the same key before (its answer lost, or the
-        process died before storing it) is returned, with the puppet invited, not made again."""
+        process died before storing it) is returned, with the invitee invited, not made
+        again."""
 
     async def find_room(self, key: str) -> RoomId | None:
         """The room made under ``key`` before, if there is one."""
@@ -331,6 +366,36 @@ class MatrixGateway(Protocol):
     async def space_state(self, space: RoomId) -> SpaceState | None:
         """What the bot sees of the space now; None when the bot is no longer in it (kicked,
         left, or the room is unknown to the homeserver): the space must be made again."""
+
+    # call signs
+
+    async def make_lobby(self, sign: str, name: str, topic: str) -> RoomId:
+        """The call sign's knock-only lobby (only the bot in it), made completely and then
+        bound to the call sign's alias; one bound before is returned, not made again."""
+
+    async def describe_lobby(
+        self, sign: str, lobby: RoomId, name: str, topic: str, listed: bool
+    ) -> None:
+        """The lobby's name and topic, and whether the public room directory lists it; the
+        call sign's user exists and bears the same name."""
+
+    async def close_lobby(self, sign: str, lobby: RoomId | None) -> None:
+        """The call sign's alias goes, its lobby is unlisted and the bot leaves it (each
+        step done already is skipped)."""
+
+    async def reject_knock(self, lobby: RoomId, user: str, reason: str) -> None:
+        """Refuse ``user``'s knock on the lobby, telling ``reason`` (done when they no longer
+        knock)."""
+
+    async def invite_asker(self, room_id: RoomId, user: str) -> None:
+        """Invite the Matrix user who asked (one invited or joined already is done)."""
+
+    async def call_sign_says(self, sign: str, room_id: RoomId, text: str, txn_id: str) -> None:
+        """The call sign's user joins ``room_id`` (a direct chat it was invited to) if it is
+        not in it, and posts ``text`` there."""
+
+    def call_sign_address(self, sign: str) -> tuple[str, str]:
+        """The call sign's alias and its user's Matrix id, as people type them."""
 
     def is_local(self, user: AdvisorMxid) -> bool:
         """Whether the user's account is on the desk's homeserver. One on another server sees

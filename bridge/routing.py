@@ -6,7 +6,8 @@ capacity. An advisor who let an offer expire is skipped for that visitor while a
 take them.
 
 Each visitor's topic maps to a group (:class:`GroupPools`): the visitor is offered only to that
-group's primary members, then its secondary members if no primary member has room. The root
+group's primary members, then its secondary members if no primary member has room. A visitor
+who asked a call sign goes to its group the same way, or only to its advisor. The root
 group's members are every advisor. An advisor whose primary group is isolated is offered only
 visitors whose topic maps to that group or a group inside it.
 """
@@ -18,6 +19,7 @@ from collections import Counter
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .callsigns import CallSign
 from .groups import Group, GroupId, Membership, Role, ancestors, root
 from .model import Advisor, AdvisorMxid, Conversation, ConversationStatus
 
@@ -154,8 +156,11 @@ class GroupPools:
         tree: Mapping[GroupId, Group],
         memberships: Iterable[Membership],
         topic_groups: Mapping[str, GroupId],
+        call_signs: Mapping[str, CallSign] | None = None,
     ) -> None:
         self._tree = tree
+        self._call_signs = call_signs or {}
+        self._advisor_pools: dict[AdvisorMxid, Pools] = {}
         self._root = root(tree).id if tree else None
         self._topic_groups = topic_groups
         primary: dict[GroupId, set[AdvisorMxid]] = {}
@@ -176,6 +181,23 @@ class GroupPools:
         the root."""
         group_id = self._topic_groups.get(topic)
         return group_id if group_id is not None and group_id in self._tree else self._root
+
+    def for_conversation(self, conversation: Conversation) -> Pools:
+        """The pools of a waiting visitor: their call sign's advisor or group, if they asked
+        one (and it still exists), else their topic's group."""
+        call_sign = self._call_signs.get(conversation.call_sign or "")
+        if call_sign is not None and call_sign.advisor is not None:
+            advisor = call_sign.advisor
+            if advisor not in self._advisor_pools:
+                self._advisor_pools[advisor] = Pools(frozenset({advisor}), frozenset())
+            return self._advisor_pools[advisor]
+        if call_sign is not None and call_sign.group_id in self._tree:
+            group_id = call_sign.group_id
+            assert group_id is not None
+            if group_id not in self._pools:
+                self._pools[group_id] = self._build(group_id)
+            return self._pools[group_id]
+        return self.for_topic(conversation.topic)
 
     def for_topic(self, topic: str) -> Pools:
         group_id = self.group_of(topic)

@@ -7,6 +7,7 @@ import dataclasses
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Collection, Sequence
 
+from bridge.callsigns import CallSign
 from bridge.events import DomainEvent
 from bridge.groups import ROOT_ID, Group, GroupId, Membership, Role
 from bridge.model import (
@@ -65,6 +66,8 @@ class MemoryStore:
             ROOT_ID: Group(ROOT_ID, "desk", "All advisors", None)
         }
         self.members: dict[tuple[GroupId, AdvisorMxid], Membership] = {}
+        self.call_signs_: dict[str, CallSign] = {}
+        self.call_sign_chats: dict[RoomId, tuple[str, str]] = {}
         self.handled_events: set[str] = set()
         self.outbox = MemoryOutbox()
 
@@ -81,6 +84,8 @@ class MemoryStore:
                 self.settings,
                 self.groups_,
                 self.members,
+                self.call_signs_,
+                self.call_sign_chats,
                 self.handled_events,
                 self.outbox.rows,
                 self.outbox._next,
@@ -98,6 +103,8 @@ class MemoryStore:
                 self.settings,
                 self.groups_,
                 self.members,
+                self.call_signs_,
+                self.call_sign_chats,
                 self.handled_events,
                 self.outbox.rows,
                 self.outbox._next,
@@ -224,7 +231,38 @@ class MemoryStore:
         return [m for m in self.messages_.get(conversation_id, []) if m.seq <= up_to and m.changed]
 
     async def save_advisor(self, advisor: Advisor) -> None:
-        self.advisors_[advisor.mxid] = advisor
+        known = self.advisors_.get(advisor.mxid)
+        # like the SQL store: a save never writes the proof of life (advisor_seen does)
+        seen = known.last_seen_at if known else None
+        self.advisors_[advisor.mxid] = dataclasses.replace(advisor, last_seen_at=seen)
+
+    async def advisor_seen(self, mxid: AdvisorMxid, at: float) -> None:
+        known = self.advisors_.get(mxid)
+        if known is not None and (known.last_seen_at is None or known.last_seen_at < at):
+            self.advisors_[mxid] = dataclasses.replace(known, last_seen_at=at)
+
+    async def call_signs(self) -> list[CallSign]:
+        return sorted(self.call_signs_.values(), key=lambda c: c.sign)
+
+    async def get_call_sign(self, sign: str) -> CallSign | None:
+        return self.call_signs_.get(sign)
+
+    async def call_sign_by_lobby(self, lobby_id: RoomId) -> CallSign | None:
+        return next((c for c in self.call_signs_.values() if c.lobby_id == lobby_id), None)
+
+    async def save_call_sign(self, call_sign: CallSign) -> None:
+        self.call_signs_[call_sign.sign] = call_sign
+
+    async def remove_call_sign(self, sign: str) -> bool:
+        for room in [r for r, (s, _) in self.call_sign_chats.items() if s == sign]:
+            del self.call_sign_chats[room]
+        return self.call_signs_.pop(sign, None) is not None
+
+    async def add_call_sign_chat(self, room_id: RoomId, sign: str, user: str) -> None:
+        self.call_sign_chats[room_id] = (sign, user)
+
+    async def call_sign_chat(self, room_id: RoomId) -> tuple[str, str] | None:
+        return self.call_sign_chats.get(room_id)
 
     async def get_advisor(self, mxid: AdvisorMxid) -> Advisor | None:
         return self.advisors_.get(mxid)
@@ -489,14 +527,14 @@ class FakeMatrixGateway:
         self.sent.append(("puppet", mxid, f"{visitor.name} (visitor)"))
         return mxid
 
-    async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
+    async def create_room(self, invitee: str, name: str, topic: str, key: str) -> RoomId:
         self._maybe_fail()
         if key in self.room_keys:
             return self.room_keys[key]
         self.rooms += 1
         room = RoomId(f"!room{self.rooms}:test")
         self.room_keys[key] = room
-        self.sent.append(("room", room, puppet, name))
+        self.sent.append(("room", room, invitee, name))
         return room
 
     async def find_room(self, key: str) -> RoomId | None:
@@ -620,6 +658,44 @@ class FakeMatrixGateway:
             parents=frozenset(p for p, c in self.links if c == space),
             members=frozenset(a for s, a in self.in_space if s == space),
         )
+
+    # call signs
+
+    async def make_lobby(self, sign: str, name: str, topic: str) -> RoomId:
+        self._maybe_fail()
+        key = f"#cs_{sign}"
+        if key in self.room_keys:
+            return self.room_keys[key]
+        self.rooms += 1
+        lobby = RoomId(f"!lobby{self.rooms}:test")
+        self.room_keys[key] = lobby
+        self.sent.append(("lobby", lobby, sign, name))
+        return lobby
+
+    async def describe_lobby(
+        self, sign: str, lobby: RoomId, name: str, topic: str, listed: bool
+    ) -> None:
+        self._maybe_fail()
+        self.sent.append(("lobby-described", lobby, name, listed))
+
+    async def close_lobby(self, sign: str, lobby: RoomId | None) -> None:
+        self.room_keys.pop(f"#cs_{sign}", None)
+        self.sent.append(("lobby-closed", sign, lobby))
+
+    async def reject_knock(self, lobby: RoomId, user: str, reason: str) -> None:
+        self._maybe_fail()
+        self.sent.append(("knock-rejected", lobby, user, reason))
+
+    async def invite_asker(self, room_id: RoomId, user: str) -> None:
+        self._maybe_fail()
+        self.sent.append(("asker-invited", room_id, user))
+
+    async def call_sign_says(self, sign: str, room_id: RoomId, text: str, txn_id: str) -> None:
+        self._maybe_fail()
+        self.sent.append(("call-sign-says", room_id, sign, text))
+
+    def call_sign_address(self, sign: str) -> tuple[str, str]:
+        return f"#cs_{sign}:test", f"@sb_cs_{sign}:test"
 
     def lose_space(self, space: RoomId) -> None:
         """The space is deleted by hand: its links and members go with it."""

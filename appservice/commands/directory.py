@@ -46,7 +46,7 @@ def register(registry: CommandRegistry, repair: SpaceRepair, directory: Director
         if not query.strip():
             raise UsageError("Say what to look for.")
         found = await directory.find(query, _viewer(ctx))
-        if not found.groups and not found.advisors:
+        if not found.groups and not found.advisors and not found.call_signs:
             await ctx.reply(f"Nothing matches {query!r}{_scoped(found.scope)}.")
             return
         lines = [f"Found for {query!r}{_scoped(found.scope)} (● shown to visitors now):"]
@@ -56,6 +56,13 @@ def register(registry: CommandRegistry, repair: SpaceRepair, directory: Director
         if found.advisors:
             lines.append("Advisors:")
             lines += [_advisor_line(e) for e in found.advisors]
+        if found.call_signs:
+            lines.append("Call signs:")
+            lines += [
+                f"{SHOWN if e.reachable else HIDDEN} {e.call_sign.sign} → {e.target} ({e.name})"
+                + (f" — {e.call_sign.keywords}" if e.call_sign.keywords else "")
+                for e in found.call_signs
+            ]
         await ctx.reply("\n".join(lines))
 
     async def listing(ctx: CommandContext) -> None:
@@ -83,8 +90,8 @@ def register(registry: CommandRegistry, repair: SpaceRepair, directory: Director
         Command(
             "find",
             "<keyword…>",
-            "the groups and advisors matching every keyword (accents and case don't matter), "
-            "with who is available",
+            "the groups, advisors and call signs matching every keyword (accents and case "
+            "don't matter), with who is available",
             Role.ADVISOR,
             find,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -162,6 +163,10 @@ def write_private(path: Path, text: str, mode: int) -> None:
 def registration(config: Config) -> dict[str, Any]:
     domain = config.homeserver.domain.replace(".", r"\.")
     prefix = config.appservice.user_prefix
+    aliases = [{"regex": f"#{prefix}.*:{domain}", "exclusive": True}]
+    call_signs = config.directory.call_sign_alias_prefix
+    if not call_signs.startswith(prefix):  # else the first namespace holds them already
+        aliases.append({"regex": f"#{re.escape(call_signs)}.*:{domain}", "exclusive": True})
     return {
         "id": config.appservice.id,
         "url": config.appservice.address,
@@ -173,7 +178,7 @@ def registration(config: Config) -> dict[str, Any]:
         "de.sorunome.msc2409.push_ephemeral": True,
         "namespaces": {
             "users": [{"regex": f"@{prefix}.*:{domain}", "exclusive": True}],
-            "aliases": [{"regex": f"#{prefix}.*:{domain}", "exclusive": True}],
+            "aliases": aliases,
             "rooms": [],
         },
     }

@@ -91,6 +91,13 @@ class DeskConfig:
 
 
 @dataclass(frozen=True)
+class DirectoryConfig:
+    call_sign_alias_prefix: str
+    max_open_per_server: int
+    proof_of_life: float
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool
     hostname: str
@@ -106,6 +113,7 @@ SECTIONS: dict[str, type] = {
     "portal": PortalConfig,
     "routing": RoutingConfig,
     "desk": DeskConfig,
+    "directory": DirectoryConfig,
     "metrics": MetricsConfig,
 }
 LOGGING = "logging"
@@ -128,6 +136,7 @@ class Config:
     portal: PortalConfig
     routing: RoutingConfig
     admins: tuple[str, ...]
+    directory: DirectoryConfig
     metrics: MetricsConfig
     logging: dict[str, Any] = field(default_factory=dict, compare=False)
     path: Path | None = field(default=None, compare=False)
@@ -148,3 +157,9 @@ class Config:
 
     def puppet_mxid(self, visitor_id: str) -> str:
         return f"@{self.appservice.user_prefix}visitor_{visitor_id}:{self.homeserver.domain}"
+
+    def call_sign_alias(self, sign: str) -> str:
+        return f"#{self.directory.call_sign_alias_prefix}{sign}:{self.homeserver.domain}"
+
+    def call_sign_user(self, sign: str) -> str:
+        return f"@{self.appservice.user_prefix}cs_{sign}:{self.homeserver.domain}"

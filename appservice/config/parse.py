@@ -186,7 +186,7 @@ def _check(reader: _Reader, sections: dict[str, Any], base_dir: Path) -> dict[st
     """Checks a type cannot express; returns the values they normalise."""
     problem = reader.problem
     out: dict[str, Any] = {}
-    hs, app, db, portal, routing, desk, metrics = (sections[name] for name in SECTIONS)
+    hs, app, db, portal, routing, desk, directory, metrics = (sections[name] for name in SECTIONS)
     for dotted, url in (
         ("homeserver.address", hs and hs.address),
         ("appservice.address", app and app.address),
@@ -263,6 +263,16 @@ def _check(reader: _Reader, sections: dict[str, Any], base_dir: Path) -> dict[st
             problem("routing.invite_timeout", "must be more than 0 seconds")
         if routing.abandon_after < 10:
             problem("routing.abandon_after", "must be at least 10 seconds")
+    if directory is not None:
+        if not _LOCALPART.match(directory.call_sign_alias_prefix):
+            problem(
+                "directory.call_sign_alias_prefix",
+                "may contain only a-z, 0-9 and . _ = - / + (the start of an alias)",
+            )
+        if directory.max_open_per_server < 1:
+            problem("directory.max_open_per_server", "must be at least 1")
+        if directory.proof_of_life < 60:
+            problem("directory.proof_of_life", "must be at least 60 seconds")
     if desk is not None:
         for admin in desk.admins:
             if not _MXID.match(admin):
@@ -302,7 +312,7 @@ def parse(
     checked = _check(reader, sections, base_dir)
     if reader.problems:
         raise ConfigError(reader.problems, path)
-    hs, app, db, portal, routing, desk, metrics = (sections[name] for name in SECTIONS)
+    hs, app, db, portal, routing, desk, directory, metrics = (sections[name] for name in SECTIONS)
     if "database_note" in checked:
         notes = (*notes, Note(checked["database_note"], warning=True))
     return Config(
@@ -318,6 +328,7 @@ def parse(
         ),
         routing=routing,
         admins=desk.admins,
+        directory=directory,
         metrics=metrics,
         logging=logging_config or {},
         path=path,

@@ -159,8 +159,7 @@ class SqlOutbox:
 
     async def pending(self, key: str, kind: str) -> bool:
         found = await self.db.fetchval(
-            "SELECT EXISTS(SELECT 1 FROM outbox WHERE key = $1 AND kind = $2 "
-            "AND state <> 'done')",
+            "SELECT EXISTS(SELECT 1 FROM outbox WHERE key = $1 AND kind = $2 AND state <> 'done')",
             key,
             kind,
         )

@@ -34,6 +34,7 @@ from bridge.model import (
     VisitorId,
 )
 
+from .callsigns import SqlCallSigns
 from .groups import SqlGroups
 from .messages import SqlMessages, transaction_connection
 from .outbox import SqlOutbox
@@ -43,9 +44,11 @@ Row = Any  # sqlite3.Row or asyncpg.Record: both are read by column name
 VISITOR_COLUMNS = "id, name, email, created_at"
 CONVERSATION_COLUMNS = (
     "id, visitor_id, topic, status, created_at, queued_at, puppet, room_id, advisor, "
-    "invite_deadline, skipped, read_up_to, ended_at, ended_by, version"
+    "invite_deadline, skipped, read_up_to, ended_at, ended_by, version, call_sign, asker"
 )
 VISITORS_PER_QUERY = 500  # within every SQLite's limit of bound parameters
+#: what save_advisor writes; last_seen_at is written alone (advisor_seen), so that a save of
+#: what was read before never takes a newer proof of life back
 ADVISOR_COLUMNS = "mxid, available, presence, capacity, display_name, control_room"
 
 
@@ -75,6 +78,8 @@ def _conversation_from_row(row: Row) -> Conversation:
         ended_at=row["ended_at"],
         ended_by=Sender(row["ended_by"]) if row["ended_by"] is not None else None,
         version=row["version"],
+        call_sign=row["call_sign"],
+        asker=row["asker"],
     )
 
 
@@ -95,6 +100,8 @@ def _conversation_params(c: Conversation) -> tuple[Any, ...]:
         None if c.ended_at is None else float(c.ended_at),
         c.ended_by.value if c.ended_by is not None else None,
         c.version,
+        c.call_sign,
+        c.asker,
     )
 
 
@@ -106,10 +113,11 @@ def _advisor_from_row(row: Row) -> Advisor:
         capacity=row["capacity"],
         display_name=row["display_name"],
         control_room=row["control_room"],
+        last_seen_at=row["last_seen_at"],
     )
 
 
-class SqlStore(SqlMessages, SqlGroups):
+class SqlStore(SqlMessages, SqlGroups, SqlCallSigns):
     """:class:`bridge.ports.Store` on a started mautrix ``Database`` (see ``open_database``).
 
     Args:
@@ -242,7 +250,7 @@ class SqlStore(SqlMessages, SqlGroups):
         """
         row = await self.db.fetchrow(
             f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
-            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 "
+            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 "
             "WHERE NOT EXISTS (SELECT 1 FROM conversations "
             "                  WHERE visitor_id = $2 AND status <> 'ended') "
             "ON CONFLICT (visitor_id) WHERE status <> 'ended' DO NOTHING "
@@ -264,7 +272,7 @@ class SqlStore(SqlMessages, SqlGroups):
         )
         await self.db.executemany(
             f"INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
             f"ON CONFLICT (id) DO UPDATE SET {updates}",
             [_conversation_params(c) for c in conversations],
         )
@@ -316,7 +324,7 @@ class SqlStore(SqlMessages, SqlGroups):
 
     async def get_advisor(self, mxid: AdvisorMxid) -> Advisor | None:
         row = await self.db.fetchrow(
-            f"SELECT {ADVISOR_COLUMNS} FROM advisors WHERE mxid = $1", mxid
+            f"SELECT {ADVISOR_COLUMNS}, last_seen_at FROM advisors WHERE mxid = $1", mxid
         )
         return _advisor_from_row(row) if row else None
 
@@ -331,9 +339,18 @@ class SqlStore(SqlMessages, SqlGroups):
     async def advisors(self) -> list[Advisor]:
         """Every advisor, ordered by mxid (code point order, as Python sorts)."""
         rows = await self.db.fetch(
-            f"SELECT {ADVISOR_COLUMNS} FROM advisors ORDER BY mxid{self._by_code_point}"
+            f"SELECT {ADVISOR_COLUMNS}, last_seen_at FROM advisors "
+            f"ORDER BY mxid{self._by_code_point}"
         )
         return [_advisor_from_row(row) for row in rows]
+
+    async def advisor_seen(self, mxid: AdvisorMxid, at: float) -> None:
+        await self.db.execute(
+            "UPDATE advisors SET last_seen_at = $2 WHERE mxid = $1 "
+            "AND (last_seen_at IS NULL OR last_seen_at < $2)",
+            mxid,
+            float(at),
+        )
 
     # settings
 

@@ -18,18 +18,32 @@ from ..model import (
     parse_mxid,
 )
 from ..outbox import UnitOfWork
-from ..ports import Store
+from ..ports import Clock, Store
 from .groups import place_new_advisor
 from .queue import QueueService
 
 log = logging.getLogger(__name__)
 
 
+#: a proof of life is written at most this often per advisor (a busy advisor sends many)
+SEEN_EVERY = 60.0
+
+
 class AdvisorService:
-    def __init__(self, store: Store, uow: UnitOfWork, queue: QueueService) -> None:
+    def __init__(
+        self,
+        store: Store,
+        uow: UnitOfWork,
+        queue: QueueService,
+        clock: Clock,
+        is_local: Callable[[AdvisorMxid], bool],
+    ) -> None:
         self._store = store
         self._uow = uow
         self._queue = queue
+        self._clock = clock
+        self._is_local = is_local
+        self._seen: dict[AdvisorMxid, float] = {}
 
     async def get(self, mxid: str) -> Advisor | None:
         return await self._store.get_advisor(AdvisorMxid(mxid))
@@ -125,6 +139,21 @@ class AdvisorService:
             async with self._uow() as batch:
                 batch.raise_([PresenceUnknown(advisor.mxid)])
 
+    async def seen_alive(self, mxid: str) -> None:
+        """Proof that an advisor of another homeserver is alive (a presence push, a message,
+        typing, a join): public listings show them only with a recent one, since their
+        server's presence outlives it by up to half an hour. Nothing for the desk's own
+        homeserver's advisors, whose presence is first-hand."""
+        advisor = AdvisorMxid(mxid)
+        if self._is_local(advisor):
+            return
+        now = self._clock.now()
+        last = self._seen.get(advisor)
+        if last is not None and 0 <= now - last < SEEN_EVERY:
+            return
+        self._seen[advisor] = now
+        await self._store.advisor_seen(advisor, now)
+
     async def presence_may_be_stale(self) -> None:
         """The homeserver was away (a catch-up read the rooms back): the presence changes it
         held for us then are not pushed again, so every advisor is asked once."""
@@ -141,6 +170,8 @@ class AdvisorService:
         meanwhile is newer than."""
         if await self._store.get_advisor(AdvisorMxid(mxid)) is None:
             return  # not an advisor: their presence is nothing to the desk
+        if not unless_known:  # pushed by their homeserver, not our question's answer
+            await self.seen_alive(mxid)
 
         def seen(a: Advisor) -> AdvisorTransition:
             if unless_known and a.presence is not Presence.UNKNOWN:

@@ -1,4 +1,4 @@
-"""The advisors' view of the directory: ``!find`` (groups and advisors by keyword) and
+"""The advisors' view of the directory: ``!find`` (groups, advisors and call signs by keyword) and
 ``!directory`` (the tree with who is available where).
 
 Advisors see everyone, with a mark on those the public would be shown (presence ``online``
@@ -8,6 +8,7 @@ the groups inside it (see :meth:`TopicService.scope_of`).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from .. import keywords
 from ..groups import Group
 from ..model import Advisor, AdvisorMxid, Presence
 from ..ports import Store
+from .callsigns import CallSignLine, CallSignService
 from .topics import TopicService
 
 
@@ -60,15 +62,19 @@ class Found:
     groups: list[GroupEntry]
     advisors: list[AdvisorEntry]
     scope: str | None  # the isolated group's path the listing was limited to
+    call_signs: list[CallSignLine] = dataclasses.field(default_factory=list)
 
 
 class DirectoryService:
     """Read-only listings of the groups and advisors for the bot's ``!find`` and
     ``!directory``."""
 
-    def __init__(self, store: Store, topics: TopicService) -> None:
+    def __init__(
+        self, store: Store, topics: TopicService, call_signs: CallSignService | None = None
+    ) -> None:
         self._store = store
         self._topics = topics
+        self._call_signs = call_signs
 
     async def tree(self, viewer: AdvisorMxid | None) -> tuple[list[GroupEntry], str | None]:
         """The groups ``viewer`` may see (None: an admin, everything), depth first, with
@@ -77,8 +83,9 @@ class DirectoryService:
         return entries, scope
 
     async def find(self, query: str, viewer: AdvisorMxid | None) -> Found:
-        """The groups (by path and display name) and advisors (by Matrix id and display name)
-        that match every word of ``query``."""
+        """The groups (by path and display name), advisors (by Matrix id and display name)
+        and call signs (by sign, keywords and target's name) that match every word of
+        ``query``."""
         entries, advisors, scope = await self._read(viewer)
         groups = [e for e in entries if keywords.matches(query, e.path, e.group.name)]
         found = [
@@ -86,7 +93,14 @@ class DirectoryService:
             for a in advisors
             if keywords.matches(query, a.mxid.split(":", 1)[0], a.name)
         ]
-        return Found(groups, sorted(found, key=lambda e: e.advisor.mxid), scope)
+        signs = []
+        if self._call_signs is not None:
+            signs = [
+                line
+                for line in await self._call_signs.lines()
+                if keywords.matches(query, line.call_sign.sign, line.call_sign.keywords, line.name)
+            ]
+        return Found(groups, sorted(found, key=lambda e: e.advisor.mxid), scope, signs)
 
     async def _read(
         self, viewer: AdvisorMxid | None

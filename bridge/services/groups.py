@@ -102,6 +102,12 @@ class GroupService:
     async def delete(self, path: str) -> None:
         async with self._change() as (batch, tree):
             group = rules.find(tree, path)
+            signs = [c.sign for c in await self._store.call_signs() if c.group_id == group.id]
+            if signs:
+                raise InvalidInput(
+                    f"The call sign {signs[0]} reaches {path.strip('/')}; give it another "
+                    f"target or remove it first (!callsign remove {signs[0]})."
+                )
             raised = rules.delete(tree, group, await self._store.members_of(group.id))
             await self._store.remove_group(group.id)
             batch.raise_(raised)

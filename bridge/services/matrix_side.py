@@ -19,7 +19,15 @@ from ..events import (
     VisitorEntered,
     VisitorSaid,
 )
-from ..model import Conversation, ConversationStatus, Sender, Transition, Visitor
+from ..model import (
+    AdvisorMxid,
+    Conversation,
+    ConversationStatus,
+    PuppetMxid,
+    Sender,
+    Transition,
+    Visitor,
+)
 from ..outbox import Attempt, Handlers
 from ..ports import Clock, DeskMetrics, MatrixGateway, NoMetrics, Store
 from .presenter import Presenter
@@ -59,8 +67,9 @@ class MatrixSide:
         handlers.register(QueueChanged, self.route)
 
     async def open_room(self, event: ConversationOpened, attempt: Attempt) -> None:
-        """The visitor's puppet and room. Once it is stored, the routing pass may invite an
-        advisor, ahead of the puppet's join and the form (:meth:`enter`)."""
+        """The visitor's puppet and room (for a Matrix user who asked a call sign: the room,
+        with them invited). Once it is stored, the routing pass may invite an advisor, ahead
+        of the puppet's join and the form (:meth:`enter`)."""
         conversation = await self._store.get_conversation(event.conversation_id)
         if conversation is None or conversation.room_id is not None:
             return  # made already (this row ran before a crash)
@@ -70,15 +79,27 @@ class MatrixSide:
             if attempt.retried:
                 await self._attach_room_made_before(conversation, visitor)
             return  # ended before it had a room: the transcript is all there is
-        puppet = await self._gateway.create_puppet(visitor)
+        puppet = await self._puppet_of(conversation, visitor)
+        if conversation.call_sign is not None:
+            name = f"{visitor.name} ({conversation.call_sign})"
+            about = f"call sign {conversation.call_sign}"
+        else:
+            name = f"{visitor.name} (visitor)"
+            about = self._presenter.topic_label(conversation.topic)
         room_id = await self._gateway.create_room(
-            puppet,
-            name=f"{visitor.name} (visitor)",
-            topic=f"Switchboard: {self._presenter.topic_label(conversation.topic)}",
+            conversation.asker or puppet or "",
+            name=name,
+            topic=f"Switchboard: {about}",
             key=room_key(conversation),
         )
         if await self._queue.change(conversation.id, lambda c: c.room_made(puppet, room_id)):
             log.info("room %s made for conversation %s", room_id, conversation.id)
+
+    async def _puppet_of(self, conversation: Conversation, visitor: Visitor) -> PuppetMxid | None:
+        """The visitor's puppet, registered now; none for a Matrix user, who is themself."""
+        if conversation.asker is not None:
+            return None
+        return await self._gateway.create_puppet(visitor)
 
     async def _attach_room_made_before(self, conversation: Conversation, visitor: Visitor) -> None:
         """An earlier try may have made the room (then died, or lost the answer) before the
@@ -86,18 +107,21 @@ class MatrixSide:
         tells the room and the puppet leaves it."""
         room_id = await self._gateway.find_room(room_key(conversation))
         if room_id is not None:
-            puppet = await self._gateway.create_puppet(visitor)
+            puppet = await self._puppet_of(conversation, visitor)
             await self._queue.change(conversation.id, lambda c: c.room_made(puppet, room_id))
 
     async def enter(self, event: VisitorEntered, attempt: Attempt) -> None:
         """The puppet joins the room and the form's answers are posted (a fixed txn id: a
         retry is not posted twice)."""
         conversation = await self._store.get_conversation(event.conversation_id)
-        if conversation is None or conversation.room_id is None or conversation.puppet is None:
+        if conversation is None or conversation.room_id is None:
             return
         visitor = await self._store.get_visitor(conversation.visitor_id)
         assert visitor is not None
-        await self._gateway.puppet_join(conversation.room_id, conversation.puppet)
+        if conversation.puppet is not None:
+            await self._gateway.puppet_join(conversation.room_id, conversation.puppet)
+        elif conversation.asker is None:
+            return
         await self._gateway.post_notice(
             conversation.room_id, self._intro(visitor, conversation), f"sb-intro-{conversation.id}"
         )
@@ -105,11 +129,19 @@ class MatrixSide:
     def _intro(
         self, visitor: Visitor, conversation: Conversation, message: str | None = None
     ) -> str:
-        lines = [
-            f"New visitor: {visitor.name}",
-            f"Email: {visitor.email or '(not given)'}",
-            f"Topic: {self._presenter.topic_label(conversation.topic)}",
-        ]
+        if conversation.asker is not None:
+            lines = [
+                f"New visitor: {visitor.name} ({conversation.asker}), from Matrix",
+                f"Asked for: call sign {conversation.call_sign}",
+            ]
+        else:
+            lines = [
+                f"New visitor: {visitor.name}",
+                f"Email: {visitor.email or '(not given)'}",
+                f"Topic: {self._presenter.topic_label(conversation.topic)}",
+            ]
+            if conversation.call_sign is not None:
+                lines.append(f"Asked for: call sign {conversation.call_sign}")
         if message is not None:  # for an advisor who cannot see the visitor's first words
             lines.append(f"Message: {message}")
         lines.append("Type !close to end the chat, or !help for commands.")
@@ -164,7 +196,9 @@ class MatrixSide:
         """The room is told how the chat ended, and the puppet leaves. Runs after every earlier
         row of the conversation: the visitor's last words are in the room before it closes."""
         conversation = await self._store.get_conversation(event.conversation_id)
-        if conversation is None or conversation.room_id is None or conversation.puppet is None:
+        if conversation is None or conversation.room_id is None:
+            return
+        if conversation.puppet is None and conversation.asker is None:
             return
         notes = [
             m for m in await self._store.messages(conversation.id) if m.sender is Sender.SYSTEM
@@ -173,7 +207,15 @@ class MatrixSide:
         await self._gateway.post_notice(
             conversation.room_id, f"{note} The transcript is saved.", f"sb-end-{conversation.id}"
         )
-        await self._gateway.puppet_leave(conversation.room_id, conversation.puppet)
+        if conversation.puppet is not None:
+            await self._gateway.puppet_leave(conversation.room_id, conversation.puppet)
+        elif conversation.asker is not None:
+            # the Matrix user keeps what was said; asking again opens a new conversation
+            await self._gateway.revoke_invite(
+                conversation.room_id,
+                AdvisorMxid(conversation.asker),
+                "The chat has ended; ask again for a new one.",
+            )
         await self._gateway.forget_room_key(room_key(conversation))
 
     async def invite(self, event: Offered, attempt: Attempt) -> None:

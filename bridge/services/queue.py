@@ -131,7 +131,7 @@ class QueueService:
                         break
                     if conversation.room_id is None:
                         continue  # offered once its room is made
-                    pool = pools.for_topic(conversation.topic)
+                    pool = pools.for_conversation(conversation)
                     advisor = ring.next_in(pool, conversation.skipped)
                     if advisor is None:
                         continue

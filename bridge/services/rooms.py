@@ -31,6 +31,7 @@ from .queue import QueueService
 log = logging.getLogger(__name__)
 
 HANDED_BACK = "Your advisor had to leave. We are finding you another one."
+ASKER_LEFT = "The visitor left the chat."
 MAX_BODY = 20_000  # characters of an advisor's message the visitor gets
 
 
@@ -74,12 +75,17 @@ class RoomService:
         conversation; anyone else (a colleague's guest) is welcome and owns nothing, and one
         who joined on an invite the desk is taking back is removed by that withdrawal."""
         conversation = await self.conversation_in(room_id)
-        if conversation is not None:
+        if conversation is not None and conversation.asker != advisor:
             await self._queue.accept(conversation.id, advisor)
 
     async def advisor_left(self, room_id: RoomId, advisor: AdvisorMxid) -> None:
-        """Leaving while invited declines the offer; leaving an active chat hands it back."""
+        """Leaving while invited declines the offer; leaving an active chat hands it back.
+        A Matrix user who asked a call sign and leaves (or declines the invite) ends it."""
         conversation = await self.conversation_in(room_id)
+        if conversation is not None and conversation.asker == advisor:
+            if conversation.status.is_open:
+                await self._queue.end(conversation.id, Sender.VISITOR, ASKER_LEFT)
+            return
         if conversation is None or conversation.advisor != advisor:
             return
         if conversation.status is ConversationStatus.INVITING:
@@ -203,13 +209,15 @@ class RoomService:
     ) -> Message | None:
         if conversation is None or not conversation.status.is_open:
             return None
+        # a Matrix user who asked a call sign writes in the room themself
+        by = Sender.VISITOR if sender == conversation.asker else Sender.ADVISOR
         async with self._uow():
             message, created = await self._store.add_message(
                 Message(
                     id=MessageId(uuid.uuid4().hex),
                     conversation_id=conversation.id,
                     seq=0,
-                    sender=Sender.ADVISOR,
+                    sender=by,
                     author=author,
                     body=body[:MAX_BODY],
                     ts=ts,

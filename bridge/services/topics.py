@@ -40,13 +40,14 @@ async def read_topic_groups(store: Store) -> dict[str, GroupId]:
 
 async def read_pools(store: Store) -> GroupPools:
     """The routing pass's pools: the tree, the members of every group but the root (whose
-    members are everyone) and the topic mapping, each read once."""
+    members are everyone), the topic mapping and the call signs, each read once."""
     tree = {g.id: g for g in await store.groups()}
     members: list[Membership] = []
     for group in tree.values():
         if not group.is_root:
             members.extend(await store.members_of(group.id))
-    return GroupPools(tree, members, await read_topic_groups(store))
+    call_signs = {c.sign: c for c in await store.call_signs()}
+    return GroupPools(tree, members, await read_topic_groups(store), call_signs)
 
 
 @dataclass(frozen=True)

@@ -281,7 +281,11 @@ class VisitorService:
     async def watch_queued(self) -> None:
         """At start-up: every queued visitor might have left while we were down. The count
         starts now, so a restart never drops anyone early."""
-        queued = [c.id for c in await self._store.open_conversations() if c.status in QUEUED]
+        queued = [
+            c.id
+            for c in await self._store.open_conversations()
+            if c.status in QUEUED and c.asker is None  # a Matrix user has no page
+        ]
         await self._watch_for_leaving([self._closed_now(c) for c in queued])
 
     def _closed_now(self, conversation_id: ConversationId) -> VisitorMayHaveLeft:
@@ -316,6 +320,7 @@ class VisitorService:
         if (
             conversation is None
             or not conversation.status.is_open
+            or conversation.asker is not None
             or self._channel.is_watching(conversation_id)
         ):
             return  # ended, or back: a page that closes later sets a new timer

@@ -79,6 +79,9 @@ CHANGED: dict[str, Any] = {
     "metrics.hostname": "10.1.2.3",
     "metrics.port": 9102,
     "desk.admins": ["@boss:example.net"],
+    "directory.call_sign_alias_prefix": "help_",
+    "directory.max_open_per_server": 5,
+    "directory.proof_of_life": 600,
     "logging": _changed_logging(),
 }
 

@@ -45,8 +45,10 @@ SWITCHBOARD_TABLES = {
     "outbox",
     "groups",
     "group_members",
+    "call_signs",
+    "call_sign_chats",
 }
-HEAD = "0006"
+HEAD = "0007"
 
 
 @pytest.fixture
@@ -519,3 +521,26 @@ def test_postgres_url_gives_search_path_to_both_drivers_and_keeps_the_rest() -> 
 def test_unusable_database_urls_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_database_url(bad)
+
+
+async def test_0007_adds_call_signs_and_keeps_every_advisor(url: str) -> None:
+    """Up: the call-sign tables and columns arrive (rows from before read NULL in them); the
+    schema refuses a call sign that reaches both an advisor and a group. Down: they go."""
+    await upgrade(url, "0006")
+    await fetch(url, "INSERT INTO advisors (mxid, presence) VALUES ('@ann:hs', 'online')")
+    await upgrade(url, "0007")
+    assert await fetch(url, "SELECT mxid, last_seen_at FROM advisors") == [("@ann:hs", None)]
+    assert {"call_sign", "asker"} <= await columns(url, "conversations")
+    await fetch(
+        url,
+        "INSERT INTO call_signs (sign, advisor, keywords) VALUES ('billing-es', '@ann:hs', 'fá')",
+    )
+    with pytest.raises(Exception, match="(?i)check"):
+        await fetch(
+            url,
+            "INSERT INTO call_signs (sign, advisor, group_id) VALUES ('both', '@ann:hs', 'root')",
+        )
+    await downgrade(url, "0006")
+    assert not {"call_signs", "call_sign_chats"} & await tables(url)
+    assert "asker" not in await columns(url, "conversations")
+    await upgrade(url, "0007")
