@@ -10,9 +10,9 @@ from bridge import callsigns as rules
 from bridge.callsigns import CallSign, Via
 from bridge.errors import InvalidInput, NotFound
 from bridge.groups import Role
+from bridge.model import Advisor, AdvisorMxid, Conversation, ConversationStatus, Presence, RoomId
 from bridge.services.callsigns import CallSignSettings
 from bridge.services.groups import parse_role
-from bridge.model import Advisor, AdvisorMxid, Conversation, ConversationStatus, Presence, RoomId
 
 from .conftest import Desk, make_desk
 
