@@ -380,13 +380,10 @@ class MautrixGateway:
     @_classified
     async def make_lobby(self, sign: str, name: str, topic: str) -> RoomId:
         localpart = self._lobby_alias(sign)
-        alias = RoomAlias(f"#{localpart}:{self.bot.domain}")
-        try:
-            return RoomId((await self.bot.resolve_room_alias(alias)).room_id)
-        except MNotFound:
-            pass
-        # made completely first, then bound: an alias never points at a half-made room. No
-        # "users" map in the power levels (room v12 refuses the creator listed).
+        # Not resolved first: resolving an alias of our namespace that the homeserver does not
+        # know makes it ask us (the alias query), which is what may have called this. Made
+        # completely, then bound: the alias never points at a half-made room. No "users" map
+        # in the power levels (room v12 refuses the creator listed).
         room_id = await self.bot.create_room(
             preset=RoomCreatePreset.PRIVATE,
             name=name,
@@ -401,12 +398,12 @@ class MautrixGateway:
         try:
             await self.bot.add_room_alias(room_id, localpart)
         except MRoomInUse:
-            # another process (or a lost answer) bound it first: theirs is the lobby
-            found = await self.bot.resolve_room_alias(alias)
+            # bound before (another process, a lost answer, a retry): that room is the lobby
+            found = await self.bot.resolve_room_alias(RoomAlias(f"#{localpart}:{self.bot.domain}"))
             await self.bot.leave_room(room_id)
             log.info("call sign %s: the lobby %s was made before", sign, found.room_id)
             return RoomId(found.room_id)
-        log.info("call sign %s: lobby %s made at %s", sign, room_id, alias)
+        log.info("call sign %s: lobby %s made at #%s", sign, room_id, localpart)
         return RoomId(room_id)
 
     @_classified
