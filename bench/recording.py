@@ -53,7 +53,7 @@ class RecordingGateway:
         self._record("create_puppet")
         return PuppetMxid(f"@sb_visitor_{visitor.id}:bench")
 
-    async def create_room(self, puppet: PuppetMxid, name: str, topic: str, key: str) -> RoomId:
+    async def create_room(self, invitee: str, name: str, topic: str, key: str) -> RoomId:
         self._record("create_room")
         return RoomId(f"!made{next(self._ids)}:bench")
 
@@ -138,6 +138,30 @@ class RecordingGateway:
 
     def is_local(self, user: AdvisorMxid) -> bool:
         return True  # every advisor on the desk's homeserver: no form posted again
+
+    async def make_lobby(self, sign: str, name: str, topic: str) -> RoomId:
+        self._record("make_lobby")
+        return RoomId(f"!lobby{next(self._ids)}:bench")
+
+    async def describe_lobby(
+        self, sign: str, lobby: RoomId, name: str, topic: str, listed: bool
+    ) -> None:
+        self._record("describe_lobby")
+
+    async def close_lobby(self, sign: str, lobby: RoomId | None) -> None:
+        self._record("close_lobby")
+
+    async def reject_knock(self, lobby: RoomId, user: str, reason: str) -> None:
+        self._record("reject_knock")
+
+    async def invite_asker(self, room_id: RoomId, user: str) -> None:
+        self._record("invite_asker")
+
+    async def call_sign_says(self, sign: str, room_id: RoomId, text: str, txn_id: str) -> None:
+        self._record("call_sign_says")
+
+    def call_sign_address(self, sign: str) -> tuple[str, str]:
+        return f"#cs_{sign}:bench", f"@sb_cs_{sign}:bench"
 
 
 class RecordingChannel:
