@@ -4,8 +4,10 @@ self-signed certificate, trusts no key server and may reach loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from appservice.config import generate
 from appservice.local_homeserver import LocalHomeserver
+from tests.desks import Homeserver, free_port
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -81,3 +85,66 @@ class FederatingHomeserver(LocalHomeserver):
             federation={"max_short_retry_delay": "1s", "max_long_retry_delay": "2s"},
         )
         return config
+
+
+def invite_stored_by_the_desks_server(desk: Any, user: str) -> asyncio.Event:
+    """Set once the desk's homeserver pushes the invite of ``user``: it has stored it then.
+
+    A remote invite reaches the invitee's server (and client) before the inviting server
+    stores it; a join in between is refused ("not invited"). A person takes longer than that;
+    the test waits for the push instead."""
+    stored = asyncio.Event()
+    sink = desk.endpoint._sink
+    handle = sink.handle
+
+    async def spy(event: Any) -> None:
+        if (
+            isinstance(event, dict)
+            and event.get("type") == "m.room.member"
+            and event.get("state_key") == user
+            and event.get("content", {}).get("membership") == "invite"
+        ):
+            stored.set()
+        await handle(event)
+
+    sink.handle = spy
+    return stored
+
+
+class Federation:
+    """The desk's homeserver (with Switchboard's registration) and another one it federates
+    with; one pair per test run (the ``federation`` fixture)."""
+
+    def __init__(self, desk_side: Homeserver, other: FederatingHomeserver) -> None:
+        self.desk_side = desk_side
+        self.other = other
+
+
+def start_federation(root: Path) -> Iterator[Federation]:
+    """Both homeservers started (the desk's first), stopped when the iterator ends."""
+    ours = FederatingHomeserver(
+        root / "ours", free_port(), appservice_registrations=[root / "registration.yaml"]
+    )
+    theirs = FederatingHomeserver(root / "theirs", free_port())
+    as_port = free_port()
+    config = generate(
+        root / "config.yaml",
+        root / "registration.yaml",
+        {
+            "homeserver.address": ours.url,
+            "homeserver.domain": ours.server_name,
+            "appservice.address": f"http://127.0.0.1:{as_port}",
+            "appservice.port": as_port,
+            "logging.root.level": "DEBUG",
+            "metrics.enabled": False,
+        },
+    )
+    ours.start()
+    try:
+        theirs.start()
+        try:
+            yield Federation(Homeserver(ours, config), theirs)
+        finally:
+            theirs.stop()
+    finally:
+        ours.stop()

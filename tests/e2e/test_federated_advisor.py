@@ -5,53 +5,16 @@ from the join on (then from what is pushed)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from appservice.config import generate
 from bridge.model import Presence
 from harness.advisor import AdvisorClient
-from tests.desks import PASSWORD, DeskFactory, Homeserver, free_port
-from tests.e2e.federation import FederatingHomeserver
-
-
-class Federation:
-    def __init__(self, desk_side: Homeserver, other: FederatingHomeserver) -> None:
-        self.desk_side = desk_side  # the desk's homeserver, with its registration
-        self.other = other
-
-
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    root = tmp_path_factory.mktemp("federation")
-    ours = FederatingHomeserver(
-        root / "ours", free_port(), appservice_registrations=[root / "registration.yaml"]
-    )
-    theirs = FederatingHomeserver(root / "theirs", free_port())
-    as_port = free_port()
-    config = generate(
-        root / "config.yaml",
-        root / "registration.yaml",
-        {
-            "homeserver.address": ours.url,
-            "homeserver.domain": ours.server_name,
-            "appservice.address": f"http://127.0.0.1:{as_port}",
-            "appservice.port": as_port,
-            "logging.level": "DEBUG",
-        },
-    )
-    ours.start()
-    try:
-        theirs.start()
-        try:
-            yield Federation(Homeserver(ours, config), theirs)
-        finally:
-            theirs.stop()
-    finally:
-        ours.stop()
+from tests.desks import PASSWORD, DeskFactory
+from tests.e2e.federation import Federation, invite_stored_by_the_desks_server
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -70,30 +33,6 @@ async def rita(federation: Federation) -> AsyncIterator[AdvisorClient]:
     client = await AdvisorClient.login(federation.other.url, mxid, PASSWORD)
     yield client
     await client.close()
-
-
-def invite_stored_by_the_desks_server(desk: Any, user: str) -> asyncio.Event:
-    """Set once the desk's homeserver pushes the invite of ``user``: it has stored it then.
-
-    A remote invite reaches the invitee's server (and client) before the inviting server
-    stores it; a join in between is refused ("not invited"). A person takes longer than that;
-    the test waits for the push instead."""
-    stored = asyncio.Event()
-    sink = desk.endpoint._sink
-    handle = sink.handle
-
-    async def spy(event: Any) -> None:
-        if (
-            isinstance(event, dict)
-            and event.get("type") == "m.room.member"
-            and event.get("state_key") == user
-            and event.get("content", {}).get("membership") == "invite"
-        ):
-            stored.set()
-        await handle(event)
-
-    sink.handle = spy
-    return stored
 
 
 async def test_an_advisor_on_another_server_sees_the_form_after_joining_and_is_seen_online(
