@@ -212,6 +212,9 @@ class LocalHomeserver:
             "enable_registration": False,
             "presence": {"enabled": True},
             "max_upload_size": "50M",
+            # Synapse lets only its admins publish rooms in its directory by default; this
+            # loopback server lets its users (the bot's call-sign lobbies) do it
+            "room_list_publication_rules": [{"action": "allow"}],
         }
         if self.for_tests:
             config["bcrypt_rounds"] = 4

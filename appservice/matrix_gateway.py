@@ -36,7 +36,7 @@ from mautrix.types import (
     UserID,
 )
 
-from bridge.errors import TemporarilyUnavailable
+from bridge.errors import NotAllowed, TemporarilyUnavailable
 from bridge.model import AdvisorMxid, EventId, Presence, PuppetMxid, RoomId, Visitor
 from bridge.ports import SpaceState
 
@@ -415,7 +415,15 @@ class MautrixGateway:
         await self.bot.set_room_name(room, name)
         await self.bot.set_room_topic(room, topic)
         visibility = RoomDirectoryVisibility.PUBLIC if listed else RoomDirectoryVisibility.PRIVATE
-        await self.bot.set_room_directory_visibility(room, visibility)
+        try:
+            await self.bot.set_room_directory_visibility(room, visibility)
+        except MatrixRequestError as e:
+            if e.http_status != 403:
+                raise
+            raise NotAllowed(
+                f"The homeserver refused to list {self._config.call_sign_alias(sign)} in its "
+                f"public room directory ({e.message})."
+            ) from e
 
     @_classified
     async def close_lobby(self, sign: str, lobby: RoomId | None) -> None:

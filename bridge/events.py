@@ -369,9 +369,11 @@ class SpaceMemberMissing(DomainEvent):
 @dataclass(frozen=True)
 class CallSignSet(DomainEvent):
     """A call sign was assigned (or changed): its knock-only lobby is made under its alias
-    (once), named after what it reaches, and listed in the room directory or not."""
+    (once), named after what it reaches, and listed in the room directory or not. ``told``:
+    the room of the admin who changed it, told if the homeserver refuses the listing."""
 
     sign: str
+    told: RoomId | None = None
 
     @property
     def key(self) -> str:

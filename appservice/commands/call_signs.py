@@ -4,6 +4,7 @@ with, found by their keywords."""
 
 from __future__ import annotations
 
+from bridge.model import RoomId
 from bridge.ports import MatrixGateway
 from bridge.services.callsigns import CallSignLine, CallSignService
 
@@ -62,7 +63,7 @@ def register(
             await ctx.reply(f"Keywords of {changed.sign}: {shown}.")
         elif action == "publish" and len(rest) == 2 and rest[1].lower() in ("on", "off"):
             listed = rest[1].lower() == "on"
-            changed = await call_signs.set_listed(rest[0], listed)
+            changed = await call_signs.set_listed(rest[0], listed, RoomId(ctx.room_id))
             where = "is listed in" if listed else "is no longer listed in"
             await ctx.reply(f"Call sign {changed.sign} {where} the public room directory.")
         elif action == "remove" and len(rest) == 1:

@@ -58,6 +58,9 @@ class BotService:
         await self._gateway.bot_join(event.room_id)
         if await self._store.get_advisor(AdvisorMxid(event.inviter)) is not None:
             await self._advisors.set_control_room(event.inviter, event.room_id)
+            # their join came before the bot's, so it was never pushed to the desk: now that
+            # they share a room, their presence may be asked for
+            await self._advisors.joined_a_room(event.inviter)
         await self._gateway.post_notice(event.room_id, HELLO, f"sb-hello-{event.room_id}")
 
     async def _welcome(self, event: AdvisorAdded, attempt: Attempt) -> None:

@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 from .. import callsigns as rules
 from .. import groups as group_rules
 from ..callsigns import CallSign, Via
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, NotAllowed, NotFound
 from ..events import (
     AskerAnswered,
     AskRefused,
+    BotSaid,
     CallSignRemoved,
     CallSignSet,
     ConversationOpened,
@@ -42,6 +43,10 @@ from .visitors import new_visitor_id
 log = logging.getLogger(__name__)
 
 NO_SUCH = "There is no call sign {sign} (any more)."
+NOT_LISTED = (
+    "Allow Switchboard's bot to publish rooms in the homeserver's configuration (Synapse: "
+    "room_list_publication_rules, see the README), then say !callsign publish <sign> on again."
+)
 TOO_MANY = "Too many conversations from {server} are open right now; please try again in a while."
 
 
@@ -136,17 +141,18 @@ class CallSignService:
     async def set_keywords(self, sign: str, keywords: str) -> CallSign:
         return await self._update(sign, keywords=rules.check_keywords(keywords))
 
-    async def set_listed(self, sign: str, listed: bool) -> CallSign:
-        """Whether the public room directory lists the call sign's lobby."""
-        return await self._update(sign, listed=listed)
+    async def set_listed(self, sign: str, listed: bool, told: RoomId | None = None) -> CallSign:
+        """Whether the public room directory lists the call sign's lobby; ``told``: where to
+        say so if the homeserver refuses to list it."""
+        return await self._update(sign, told, listed=listed)
 
-    async def _update(self, sign: str, **changes: object) -> CallSign:
+    async def _update(self, sign: str, told: RoomId | None = None, **changes: object) -> CallSign:
         async with self._uow() as batch:
             current = await self._get(sign)
             changed = replace(current, **changes)  # type: ignore[arg-type]
             if changed != current:
                 await self._store.save_call_sign(changed)
-                batch.raise_([CallSignSet(changed.sign)])
+                batch.raise_([CallSignSet(changed.sign, told)])
         return changed
 
     async def _get(self, sign: str) -> CallSign:
@@ -395,7 +401,17 @@ class CallSignService:
             return  # removed since: its own event closes what was made
         lobby = call_sign.lobby_id or await self._make_lobby(call_sign)
         name, topic = await self._lobby_text(call_sign)
-        await self._gateway.describe_lobby(call_sign.sign, lobby, name, topic, call_sign.listed)
+        try:
+            await self._gateway.describe_lobby(
+                call_sign.sign, lobby, name, topic, call_sign.listed
+            )
+        except NotAllowed as e:
+            # the homeserver's rules (Synapse: room_list_publication_rules) keep it unlisted;
+            # trying again changes nothing until an admin changes them
+            log.warning("call sign %s is not listed: %s", call_sign.sign, e)
+            if event.told is not None:
+                async with self._uow() as batch:
+                    batch.raise_([BotSaid(event.told, f"{e} {NOT_LISTED}", _txn())])
 
     async def close_lobby(self, event: CallSignRemoved, attempt: Attempt) -> None:
         if await self._store.get_call_sign(event.sign) is not None:

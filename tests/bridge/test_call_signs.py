@@ -8,7 +8,7 @@ import pytest
 
 from bridge import callsigns as rules
 from bridge.callsigns import CallSign, Via
-from bridge.errors import InvalidInput, NotFound
+from bridge.errors import InvalidInput, NotAllowed, NotFound
 from bridge.groups import Role
 from bridge.model import Advisor, AdvisorMxid, Conversation, ConversationStatus, Presence, RoomId
 from bridge.services.callsigns import CallSignSettings
@@ -296,3 +296,18 @@ async def test_the_public_search_shows_only_call_signs_someone_can_answer_now(
     assert await search("factura") == []
     found = await search("far")
     assert found == [] and not any(ANA in repr(c) for c in found)
+
+
+async def test_a_listing_the_homeserver_refuses_is_told_to_the_admin_not_retried(
+    desk: Desk,
+) -> None:
+    await desk.advisor(ANA)
+    await with_call_sign(desk)
+    admin_room = RoomId("!admin:test")
+    desk.gateway.fail_next = NotAllowed("The homeserver refused to list #cs_billing-es:test.")
+    await desk.core.call_signs.set_listed("billing-es", True, admin_room)
+    await desk.settle()
+    told = [s for s in desk.gateway.of("notice") if s[1] == admin_room]
+    assert len(told) == 1 and "room_list_publication_rules" in told[0][2]
+    assert not desk.store.outbox.kinds("parked")
+    assert (await desk.store.get_call_sign("billing-es")).listed  # type: ignore[union-attr]

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from appservice.bootstrap import Switchboard
@@ -45,6 +46,27 @@ async def stored(desk: Switchboard, conversation_id: str, body: str) -> list[Mes
         if any(m.body == body for m in messages) or loop.time() > deadline:
             return messages
         await asyncio.sleep(0.05)
+
+
+async def stored_public_rooms(client: AdvisorClient, wanted: str) -> dict[str, dict]:
+    """The public room directory once it lists ``wanted`` (it follows the desk's handler)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:
+        listed = await _public_rooms(client)
+        if wanted in listed or loop.time() > deadline:
+            return listed
+        await asyncio.sleep(0.1)
+
+
+async def _public_rooms(client: AdvisorClient) -> dict[str, dict]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{client.client.homeserver}/_matrix/client/v3/publicRooms",
+            headers={"Authorization": f"Bearer {client.client.access_token}"},
+        ) as response:
+            body = await response.json()
+    return {r["room_id"]: r for r in body.get("chunk", [])}
 
 
 async def test_people_reach_a_call_sign_privately_by_knock_and_by_direct_chat(
@@ -114,6 +136,11 @@ async def test_people_reach_a_call_sign_privately_by_knock_and_by_direct_chat(
     told = await ned.wait_for_message(chat, "Your conversation", sender=call_sign_user, timeout=20)
     ned_room = await ned.wait_for_invite(timeout=20)
     assert ned_room in told.body
+
+    # published, the lobby is in the public room directory
+    await tell_bot(admin, dm, bot, [("!callsign publish billing-es on", "is listed in")])
+    rooms = await stored_public_rooms(ned, lobby)
+    assert rooms[lobby].get("join_rule") == "knock"
 
     # !find finds it by an accent-less keyword
     await admin.send_text(dm, "!find FACTURACION")

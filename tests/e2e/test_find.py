@@ -7,10 +7,10 @@ from tests.desks import open_bot_chat, tell_bot
 
 
 async def test_an_advisor_finds_an_accented_group_and_sees_the_directory(
-    sqlite_desks, people, homeserver
+    desks, people, homeserver
 ):
     admin_id = homeserver.new_user("admin")
-    desk = await sqlite_desks.start(admins=(admin_id,))
+    desk = await desks.start(admins=(admin_id,))
     admin = await people.login(admin_id)
     ana = await people.advisor(None, "ana")
     bot = desk.config.bot_mxid
