@@ -12,7 +12,6 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 from mautrix.appservice import AppServiceAPI
-from mautrix.errors import MatrixRequestError
 from mautrix.types import UserID
 from mautrix.util.async_db import Database
 
@@ -60,7 +59,7 @@ from .startup import (
     listen_error,
     lock_error,
     namespace_problem,
-    ping_problem,
+    ping_endpoint,
     reach_homeserver,
 )
 from .transactions import AppserviceEndpoint
@@ -333,14 +332,10 @@ class Switchboard:
             log.warning("could not set the bot's display name", exc_info=True)
 
     async def _ping_after_start(self) -> None:
-        """Ask the homeserver to ping our endpoint: it ends the homeserver's back-off, and
-        its failure tells a registration made from another config (a StartupError)."""
-        try:
-            await self.gateway.bot.appservice_ping(self.config.appservice.id)
-        except MatrixRequestError as e:
-            log.warning("%s", ping_problem(self.config, e))
-        except Exception as e:
-            log.warning("the homeserver could not ping our appservice endpoint: %s", e)
+        """Ask the homeserver to ping our endpoint: it ends the homeserver's back-off (a
+        failure that may pass is tried again within seconds, see ``ping_endpoint``), and its
+        failure tells a registration made from another config (a StartupError)."""
+        await ping_endpoint(self.config, self.gateway.bot)
 
     async def _served_rooms(self) -> list[RoomId]:
         """The rooms whose events the desk acts on: open conversations, advisors' chats."""

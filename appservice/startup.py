@@ -307,6 +307,60 @@ def namespace_problem(config: Config) -> StartupError:
     )
 
 
+PING_RETRIES = 4  # quick tries again of a ping that failed for a reason that may pass
+PING_FIRST_RETRY = 0.25  # seconds before the first of them; doubled after each
+PING_RETRY_CAP = 2.0  # seconds: the longest wait between two of them
+
+
+async def ping_endpoint(
+    config: Config,
+    bot: IntentAPI,
+    *,
+    retries: int = PING_RETRIES,
+    first: float = PING_FIRST_RETRY,
+) -> bool:
+    """Ask the homeserver to ping Switchboard's appservice endpoint; whether it did.
+
+    A ping that succeeds ends the homeserver's back-off: after its pushes to us failed (we
+    were stopped, or starting), Synapse waits up to minutes before it pushes again, keeping the
+    events for us but dropping typing notices and receipts meanwhile. So a ping that failed
+    for a reason that may pass (the homeserver's own error, such as Synapse's ``AlreadyCalled``
+    when its ping meets a retry of its own under way; a timeout; a 5xx) is tried again up to
+    ``retries`` times within seconds, not left to the next periodic ping. One that will not
+    pass is logged at once, in :func:`ping_problem`'s words; so is the last failure.
+
+    Raises:
+        StartupError: the homeserver's registration does not match the config (see
+            :func:`ping_problem`).
+    """
+    backoff = Backoff(PING_RETRY_CAP, first)
+    failures = 0
+    while True:
+        error: Exception
+        try:
+            await bot.appservice_ping(config.appservice.id)
+        except MatrixRequestError as e:
+            error, problem = e, ping_problem(config, e)
+        except Exception as e:
+            error = e
+            problem = f"the homeserver could not ping Switchboard's appservice endpoint: {e}"
+        else:
+            if failures:
+                log.info(
+                    "the homeserver pinged Switchboard's appservice endpoint after %d failed "
+                    "attempt(s)",
+                    failures,
+                )
+            return True
+        failures += 1
+        if failures > retries or homeserver_trouble(error) is None:
+            log.warning("%s", problem)
+            return False
+        delay = backoff.next()
+        log.info("%s; trying again in %s s", problem, _seconds(delay))
+        await asyncio.sleep(delay)
+
+
 def _registration_near(config: Config) -> Path | None:
     """The registration file `switchboard generate` would have written next to the config."""
     places = [Path("registration.yaml")]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, AsyncIterator, Protocol
 
 import pytest
+from mautrix.types import RoomID
 
 from appservice.bootstrap import Switchboard
 from appservice.config import Config, MetricsConfig, RoutingConfig, generate
@@ -32,10 +35,37 @@ def free_port() -> int:
 class Homeserver:
     server: LocalHomeserver
     config: Config  # the Switchboard config the registration was made from
+    probe_room: RoomID | None = None  # the bot's room for the probes of :meth:`pushes_to`
 
     def new_user(self, name: str = "advisor") -> str:
         localpart = f"{name}-{uuid.uuid4().hex[:8]}"
         return self.server.register_user(localpart, PASSWORD, displayname=name.capitalize())
+
+    async def pushes_to(self, desk: Switchboard, timeout: float = 30) -> None:
+        """Return once the homeserver pushes to ``desk`` as things happen.
+
+        Between two tests nothing listens on the appservice port: Synapse's pushes fail, it
+        counts the appservice as down and tries again after a back-off (2 s up to 512 s).
+        While it is down it keeps the events for later but drops typing notices and receipts
+        for good (and a client that says again it is typing sends nothing new), so a test
+        that began then could wait for them in vain. The desk's ping at start-up ends the
+        back-off, but the retry it starts runs in the background: Synapse counts the
+        appservice as up once that retry has pushed all it held. A message of the bot written
+        now comes after all that: once the desk has handled it, pushes flow. Its room is not
+        one the desk serves, so the desk's catch-up never reads it back: only a push marks it
+        handled."""
+        bot = desk.gateway.bot
+        if self.probe_room is None:
+            self.probe_room = await bot.create_room(name="Desk probes")
+        probe = await bot.send_notice(self.probe_room, f"probe {uuid.uuid4().hex}")
+        deadline = time.monotonic() + timeout
+        while not await desk.txn_log.event_handled(probe):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the homeserver did not push the probe {probe} to the desk within "
+                    f"{timeout} s: see {self.server.log_path}"
+                )
+            await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +114,9 @@ class DeskFactory:
         portal: dict[str, Any] | None = None,
         ready: bool = True,
     ) -> Switchboard:
-        """A started Switchboard; with ``ready=False`` it only listens (the test then calls
-        ``become_ready``)."""
+        """A started Switchboard, to which the homeserver pushes (see
+        :meth:`Homeserver.pushes_to`); with ``ready=False`` it only listens (the test then
+        calls ``become_ready``)."""
         db = database_url(self.backend, self.tmp_path)
         url = await db.__aenter__()
         port = free_port()
@@ -113,7 +144,11 @@ class DeskFactory:
             )
         switchboard = Switchboard(config, clock)
         self.running.append((switchboard, db))
-        await (switchboard.start() if ready else switchboard.listen())
+        if ready:
+            await switchboard.start()
+            await self.homeserver.pushes_to(switchboard)
+        else:
+            await switchboard.listen()
         return switchboard
 
     async def stop_all(self) -> None:

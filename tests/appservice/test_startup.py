@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import socket
 from pathlib import Path
 
 import pytest
-from mautrix.errors import MUnknownToken
+from mautrix.errors import MUnknownToken, make_request_error
 
 from appservice.__main__ import run
 from appservice.bootstrap import Switchboard
@@ -20,8 +21,10 @@ from appservice.config import Config, generate, write_registration
 from appservice.startup import (
     Backoff,
     Readiness,
+    StartupError,
     keep_trying,
     listen_error,
+    ping_endpoint,
     registration_error,
 )
 from tests.desks import free_port
@@ -101,6 +104,88 @@ def test_an_unknown_token_without_a_registration_at_hand_says_where_it_comes_fro
     message = str(registration_error(config, MUnknownToken(401, "Unrecognised access token")))
     assert "the registration file `switchboard generate` wrote" in message
     assert "app_service_config_files" in message
+
+
+def _ping_error(status: int, errcode: str, message: str) -> Exception:
+    """What the homeserver's ping endpoint answers, as mautrix raises it."""
+    text = json.dumps({"errcode": errcode, "error": message})
+    return make_request_error(status, text, errcode, message)
+
+
+class PingedBot:
+    """A bot whose requests for a ping of the endpoint fail with ``errors`` in turn, then
+    succeed."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.pings = 0
+
+    async def appservice_ping(self, appservice_id: str) -> int:
+        self.pings += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return 2
+
+
+# Synapse's ping meeting a retry of its own under way (the timer it cancels has just fired)
+ALREADY_CALLED = _ping_error(
+    502,
+    "M_CONNECTION_FAILED",
+    "AlreadyCalled: Tried to cancel an already-called event.",
+)
+
+
+async def test_a_ping_the_homeserver_failed_on_its_own_is_tried_again_within_a_second(
+    tmp_path, caplog
+):
+    """Until a ping succeeds, Synapse may hold its pushes for minutes (and drop typing)."""
+    bot = PingedBot(ALREADY_CALLED)
+    with caplog.at_level(logging.INFO, logger="appservice.startup"):
+        assert await ping_endpoint(_config(tmp_path), bot, first=0.01)
+    assert bot.pings == 2
+    assert [r.levelname for r in caplog.records] == ["INFO", "INFO"]
+    assert "AlreadyCalled" in caplog.records[0].getMessage()
+    assert caplog.records[0].getMessage().endswith("trying again in 0.01 s")
+    assert "after 1 failed attempt(s)" in caplog.records[1].getMessage()
+
+
+async def test_the_first_quick_try_again_of_a_ping_comes_within_a_second(tmp_path):
+    bot = PingedBot(ALREADY_CALLED, ALREADY_CALLED)
+    started = asyncio.get_running_loop().time()
+    assert await ping_endpoint(_config(tmp_path), bot)
+    assert bot.pings == 3
+    assert asyncio.get_running_loop().time() - started < 1.5  # 0.25 s, then 0.5 s
+
+
+async def test_a_ping_that_keeps_failing_is_given_up_after_a_few_quick_tries_with_one_warning(
+    tmp_path, caplog
+):
+    timeout = _ping_error(504, "M_CONNECTION_TIMEOUT", "Timed out")
+    bot = PingedBot(*[timeout] * 10)
+    with caplog.at_level(logging.INFO, logger="appservice.startup"):
+        ok = await ping_endpoint(_config(tmp_path), bot, retries=2, first=0.01)
+    assert not ok and bot.pings == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "cannot reach Switchboard's appservice endpoint" in warnings[0]
+
+
+async def test_a_ping_failure_that_will_not_pass_is_said_at_once_and_not_tried_again(
+    tmp_path, caplog
+):
+    # a homeserver without the ping endpoint: the periodic pings do no harm, no need to insist
+    unknown = _ping_error(404, "M_UNRECOGNIZED", "Unrecognized request")
+    bot = PingedBot(unknown)
+    with caplog.at_level(logging.INFO, logger="appservice.startup"):
+        assert not await ping_endpoint(_config(tmp_path), bot)
+    assert bot.pings == 1
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    # a registration made from another config stops the start at once
+    mismatch = _ping_error(403, "M_FORBIDDEN", "Mismatching application service ID in path")
+    bot = PingedBot(mismatch)
+    with pytest.raises(StartupError, match="appservice.id is"):
+        await ping_endpoint(_config(tmp_path), bot)
+    assert bot.pings == 1
 
 
 def test_a_listener_that_cannot_open_its_port_says_which_key_to_change():
