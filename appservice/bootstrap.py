@@ -278,8 +278,6 @@ class Switchboard:
         if self._fanout is not None:
             await self._fanout.start()
         await self._prepare_bot()
-        if await self.call_sign_queries.namespace_missing():
-            raise namespace_problem(config)
         if self._fanout is None:
             # one process only: a claim still held is from before a crash or a restart
             await self.store.outbox.release_claims()
@@ -292,6 +290,10 @@ class Switchboard:
         # after the homeserver failed to push to us (we were down or starting), it waits up to
         # minutes before trying again: a ping ends that wait now that we accept transactions
         await self._ping_after_start()
+        # after the ping, which names a registration made from another config (another
+        # hs_token would also make the homeserver's question below fail)
+        if await self.call_sign_queries.namespace_missing():
+            raise namespace_problem(config)
         log.info(
             "Switchboard is ready: portal %s, appservice endpoint %s:%d",
             config.portal.public_url,
