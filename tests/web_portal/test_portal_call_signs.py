@@ -225,3 +225,20 @@ def test_the_documented_pattern_is_the_cores_rule(text: str) -> None:
     except Exception:
         accepted = False
     assert documented == accepted
+
+
+async def test_the_start_page_has_a_labelled_search_box(portal: Portal) -> None:
+    response = await (await portal.visitor()).client.get("/")
+    page = await response.text()
+    assert '<label for="callsign-search"' in page
+    box = re.search(r"<input id=\"callsign-search\"[^>]*>", page)
+    assert box is not None
+    for attribute in (
+        'role="combobox"',
+        'aria-autocomplete="list"',
+        'aria-controls="callsign-list"',
+        'aria-expanded="false"',
+        f'maxlength="{MAX_QUERY}"',
+    ):
+        assert attribute in box.group(0)
+    assert re.search(r'<ul id="callsign-list"[^>]*role="listbox"', page)
