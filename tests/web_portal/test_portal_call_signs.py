@@ -165,7 +165,11 @@ async def test_a_flood_of_searches_from_one_address_is_429_with_the_wait(
 # -- starting a chat with a call sign --------------------------------------------------------
 
 
-async def test_a_chat_started_with_a_found_call_sign_goes_to_its_advisor(portal: Portal) -> None:
+@pytest.mark.parametrize("store", ["memory", "sqlite", "postgres"])
+async def test_a_chat_started_with_a_found_call_sign_goes_to_its_advisor(
+    make_portal: PortalFactory, store: str
+) -> None:
+    portal = await make_portal(**({store: True} if store != "memory" else {}))
     await with_call_signs(portal)
     await portal.advisors.add("@aaron:test", display_name="Aaron", welcome=False)
     await portal.advisors.set_available("@aaron:test", True)  # first by topic, not asked for
@@ -178,7 +182,8 @@ async def test_a_chat_started_with_a_found_call_sign_goes_to_its_advisor(portal:
     CONTRACT.response("/api/conversation", "post", response.status, body)
     assert response.status == 201
     await portal.settle()
-    conversation = portal.store.conversations[body["conversation"]["id"]]
+    conversation = await portal.store.get_conversation(body["conversation"]["id"])
+    assert conversation is not None
     assert conversation.call_sign == "billing-es"
     assert conversation.advisor == AdvisorMxid(ANA)
     [room] = portal.gateway.of("room")
