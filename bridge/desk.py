@@ -66,6 +66,7 @@ def build_desk(
     uow = UnitOfWork(store, clock, outbox.wake)
     presenter = Presenter(store, channel, settings.topics)
     queue = QueueService(store, uow, presenter, clock, settings.routing, metrics)
+    call_signs = CallSignService(store, uow, gateway, clock, settings.call_signs)
     visitors = VisitorService(
         store,
         uow,
@@ -75,6 +76,7 @@ def build_desk(
         queue,
         clock,
         settings.topics,
+        call_signs,
         abandon_after=settings.abandon_after,
     )
     rooms = RoomService(store, uow, channel, presenter, queue)
@@ -85,7 +87,6 @@ def build_desk(
     groups.register(handlers)
     space_repair = SpaceRepair(store, uow, gateway)
     space_repair.register(handlers)
-    call_signs = CallSignService(store, uow, gateway, clock, settings.call_signs)
     call_signs.register(handlers)
     MatrixSide(store, gateway, queue, presenter, clock, metrics).register(handlers)
     visitors.register(handlers)

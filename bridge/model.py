@@ -311,6 +311,8 @@ class StartRequest:
     email: str | None
     topic: str
     message: str
+    #: a call sign picked from the portal's search (checked well-formed, not reachable)
+    call_sign: str | None = None
 
 
 @dataclass(frozen=True)

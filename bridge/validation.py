@@ -6,12 +6,15 @@ import re
 import unicodedata
 from typing import Any, Mapping
 
+from .callsigns import check_sign
 from .errors import InvalidInput
 from .model import StartRequest
 
 MAX_NAME = 80
 MAX_EMAIL = 254
 MAX_MESSAGE = 4000
+MAX_QUERY = 100
+UNREACHABLE = "That advisor or team is not available right now; pick another or leave it empty."
 _EMAIL = re.compile(r"^[^@\s<>\"'`]+@[^@\s<>\"'`]+\.[^@\s<>\"'`]+$")
 
 
@@ -21,6 +24,19 @@ def clean_text(value: Any, *, field: str, max_len: int, multiline: bool, require
         value = ""
     if not isinstance(value, str):
         raise InvalidInput(f"The {field} must be text.", field=field)
+    value = _cleaned(value, multiline=multiline)
+    if required and not value:
+        raise InvalidInput(f"Please fill in the {field}.", field=field)
+    if len(value) > max_len:
+        raise InvalidInput(
+            f"The {field} is too long ({len(value)} characters; at most {max_len}).", field=field
+        )
+    return value
+
+
+def _cleaned(value: str, *, multiline: bool) -> str:
+    """NFC, without control and format characters, trimmed (one line: each run of whitespace
+    one space)."""
     value = unicodedata.normalize("NFC", value)
     allowed = "\n\t" if multiline else ""
     if multiline:
@@ -32,12 +48,6 @@ def clean_text(value: Any, *, field: str, max_len: int, multiline: bool, require
     ).strip()
     if not multiline:
         value = " ".join(value.split())
-    if required and not value:
-        raise InvalidInput(f"Please fill in the {field}.", field=field)
-    if len(value) > max_len:
-        raise InvalidInput(
-            f"The {field} is too long ({len(value)} characters; at most {max_len}).", field=field
-        )
     return value
 
 
@@ -61,5 +71,41 @@ def start_request(raw: Any, topics: Mapping[str, str]) -> StartRequest:
     if not isinstance(topic, str) or topic not in topics:
         raise InvalidInput("Please choose a topic from the list.", field="topic")
     return StartRequest(
-        name=name, email=email or None, topic=topic, message=message_body(raw.get("message"))
+        name=name,
+        email=email or None,
+        topic=topic,
+        message=message_body(raw.get("message")),
+        call_sign=call_sign(raw.get("call_sign")),
     )
+
+
+def call_sign(value: Any) -> str | None:
+    """The call sign the visitor picked from the search, exactly as the search gave it; None
+    (or empty) for none. Whether someone behind it is available is the service's check."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(
+            "The call_sign must be text: a call sign from the search.", field="call_sign"
+        )
+    try:
+        valid = check_sign(value) == value
+    except InvalidInput:
+        valid = False
+    if not valid:  # no such call sign can exist, so nobody is behind it
+        raise InvalidInput(UNREACHABLE, field="call_sign")
+    return value
+
+
+def search_query(value: Any) -> str:
+    """The text of the search box: at most :data:`MAX_QUERY` characters as sent, cleaned as
+    a one-line text (possibly empty: then nothing is looked for)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput("The search must be text.", field="q")
+    if len(value) > MAX_QUERY:
+        raise InvalidInput(
+            f"The search is too long ({len(value)} characters; at most {MAX_QUERY}).", field="q"
+        )
+    return _cleaned(value, multiline=False)

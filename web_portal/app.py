@@ -32,7 +32,7 @@ from .hub import Subscriber, VisitorHub
 from .openapi import openapi_document
 from .reports import NoReports, PortalReports
 from .security import ClientAddress, Origins, RateLimiter, Sessions, TypingGate, origin_of
-from .serialize import message_json, view_json
+from .serialize import call_sign_json, message_json, view_json
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class PortalSettings:
     message_burst: int = 10
     typing_per_minute: int = 30
     typing_burst: int = 10
+    # per client address: the search box asks as the visitor types (debounced)
+    searches_per_minute: int = 120
+    search_burst: int = 40
 
 
 SERVER_SENT_AWAY = (1001, 1012)
@@ -73,6 +76,7 @@ CLIENT = web.AppKey("client_address", ClientAddress)
 START_LIMIT = web.AppKey("start_limit", RateLimiter)
 MESSAGE_LIMIT = web.AppKey("message_limit", RateLimiter)
 TYPING_GATE = web.AppKey("typing_gate", TypingGate)
+SEARCH_LIMIT = web.AppKey("search_limit", RateLimiter)
 ASSETS = web.AppKey("assets", Assets)
 REPORTS = web.AppKey[PortalReports]("reports")
 #: Why the desk cannot serve yet (database, homeserver…), or None once it can
@@ -304,6 +308,22 @@ async def start_conversation(request: web.Request) -> web.Response:
     )
 
 
+async def find_call_signs(request: web.Request) -> web.Response:
+    """The search box: the call signs matching ``q`` that someone could answer now. No
+    session needed (nothing is stored); limited per client address."""
+    query = inputs.search(request.query)
+    address = request.app[CLIENT](request)
+    limiter = request.app[SEARCH_LIMIT]
+    try:
+        found = await request.app[CONVERSATIONS].find_call_signs(
+            query, admit=lambda: limiter.wait(address)
+        )
+    except RateLimited:
+        request.app[REPORTS].refused("search")
+        raise
+    return web.json_response({"call_signs": [call_sign_json(c) for c in found]})
+
+
 async def post_message(request: web.Request) -> web.Response:
     session_hash = _state_changing(request)
     body = await _json_body(request)
@@ -484,6 +504,9 @@ def create_app(
     app[TYPING_GATE] = TypingGate(
         RateLimiter(settings.typing_per_minute, settings.typing_burst, clock=monotonic)
     )
+    app[SEARCH_LIMIT] = RateLimiter(
+        settings.searches_per_minute, settings.search_burst, clock=monotonic
+    )
     app[ASSETS] = Assets.scan(HERE / "static")
     app[NOT_READY] = not_ready
     app[REPORTS] = reports or NoReports()
@@ -506,6 +529,7 @@ def create_app(
             web.post("/api/conversation/typing", post_typing),
             web.post("/api/conversation/read", post_read),
             web.post("/api/conversation/end", end_conversation),
+            web.get("/api/call-signs", find_call_signs),
             web.get("/api/ws", websocket),
             app[ASSETS].route(),
         ]

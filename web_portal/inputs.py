@@ -4,7 +4,7 @@ The core (``bridge.validation``) cleans what a visitor types: it removes control
 characters, trims whitespace, and then checks what is left. The document can only describe the
 raw JSON, so this module holds both halves of the contract in one place: the patterns that state
 the core's rules on raw text (``openapi.py`` publishes them), and the few checks the portal makes
-before the core sees a request (raw lengths, the idempotency key, ``since``).
+before the core sees a request (raw lengths, the idempotency key, ``since``, the search's ``q``).
 
 Patterns are ECMA-262 with Unicode property escapes, as JSON Schema readers use them. ``\\p{C}``
 (control, format, surrogate, private-use, unassigned) is exactly what the core removes, and
@@ -18,8 +18,11 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from multidict import MultiMapping
+
+from bridge.callsigns import MAX_SIGN
 from bridge.errors import InvalidInput
-from bridge.validation import MAX_EMAIL, MAX_MESSAGE, MAX_NAME
+from bridge.validation import MAX_EMAIL, MAX_MESSAGE, MAX_NAME, MAX_QUERY
 
 MAX_CLIENT_ID = 64
 MAX_SEQ = 2**31
@@ -42,6 +45,10 @@ EMAIL = (
 )
 
 _DIGITS = re.compile(r"[0-9]+")
+
+# a call sign exactly as the search gives it (bridge.callsigns.check_sign), or empty for none
+CALL_SIGN = r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)?$"
+MAX_CALL_SIGN = MAX_SIGN
 
 
 def since(query: Mapping[str, str]) -> int:
@@ -83,3 +90,19 @@ def client_id(body: Mapping[str, Any]) -> str:
             field="client_id",
         )
     return value
+
+
+def search(query: MultiMapping[str]) -> str:
+    """The search's ``q``: given once, at most :data:`MAX_QUERY` characters (as decoded from
+    the URL: the core counts what it keeps)."""
+    given = query.getall("q", [])
+    if not given:
+        raise InvalidInput("Say what to look for: ?q=<words>.", field="q")
+    if len(given) > 1:
+        raise InvalidInput("Give q once.", field="q")
+    if len(given[0]) > MAX_QUERY:
+        raise InvalidInput(
+            f"The search is too long ({len(given[0])} characters; at most {MAX_QUERY}).",
+            field="q",
+        )
+    return given[0]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from bridge.validation import MAX_EMAIL, MAX_MESSAGE, MAX_NAME
+from bridge.validation import MAX_EMAIL, MAX_MESSAGE, MAX_NAME, MAX_QUERY
 
-from .inputs import EMAIL, MAX_CLIENT_ID, MAX_SEQ, VISIBLE
+from .inputs import CALL_SIGN, EMAIL, MAX_CALL_SIGN, MAX_CLIENT_ID, MAX_SEQ, VISIBLE
 
 
 def _text(max_length: int) -> dict[str, Any]:
@@ -86,11 +86,14 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                 "edit or removal of a message the page may have; with `since`, the backlog "
                 "starts with the changes of messages up to it), {type: status, conversation}, "
                 "{type: typing, typing, name}, {type: read, up_to}; the client may send "
-                "{type: ping}. The websocket only accepts the portal's own Origin. Texts "
+                "{type: ping}. The websocket only accepts the portal's own Origin. "
+                "GET /api/call-signs?q=<words> (no session needed) finds the call signs (an "
+                "advisor or a team) matching every word by its beginning, accents and case "
+                "aside, that someone could answer now; a start may name one in call_sign. Texts "
                 "are kept as sent except that control and format characters are removed and "
                 "surrounding whitespace is trimmed; what is left must not be empty. "
-                "Limits: new chats per client address, and messages per session (a burst, "
-                "then a steady rate); a message over its limit is refused with 429 and "
+                "Limits: new chats and searches per client address, and messages per session "
+                "(a burst, then a steady rate); a message over its limit is refused with 429 and "
                 "Retry-After and is not stored, while sending a stored message's client_id "
                 "again is always answered. Typing notifications over their rate are dropped "
                 "(still answered 204), but a stop always follows a start that went through."
@@ -208,6 +211,35 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                         },
                         "topic": {"type": "string", "enum": list(settings.topics)},
                         "message": _text(MAX_MESSAGE),
+                        "call_sign": {
+                            "type": "string",
+                            "nullable": True,
+                            "maxLength": MAX_CALL_SIGN,
+                            "pattern": CALL_SIGN,
+                            "description": "A call sign from GET /api/call-signs: the chat "
+                            "goes to its advisor or team. Empty or null for none. One that "
+                            "nobody could answer at that moment (or no call sign at all) is "
+                            "refused with 400 on the field call_sign",
+                        },
+                    },
+                },
+                "CallSign": {
+                    "type": "object",
+                    "required": ["sign", "name", "keywords", "alias"],
+                    "properties": {
+                        "sign": {
+                            "type": "string",
+                            "description": "What a start sends as call_sign",
+                        },
+                        "name": {
+                            "type": "string",
+                            "description": "The advisor's or the team's name, to show",
+                        },
+                        "keywords": {"type": "string"},
+                        "alias": {
+                            "type": "string",
+                            "description": "Its Matrix address, for Matrix users",
+                        },
                     },
                 },
             },
@@ -285,6 +317,34 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                         required=["up_to"],
                     ),
                 )
+            },
+            "/api/call-signs": {
+                "get": {
+                    "summary": "Call signs matching the search that someone could answer now",
+                    "parameters": [
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "required": True,
+                            "description": "Words, each the beginning of a word of the call "
+                            "sign, its keywords or its advisor's or team's name (accents and "
+                            "case do not count); with no word, nothing is found",
+                            "schema": {"type": "string", "maxLength": MAX_QUERY},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(
+                            _object(
+                                {"call_signs": {"type": "array", "items": _ref("CallSign")}},
+                                required=["call_signs"],
+                            ),
+                            "At most 10, by sign",
+                        ),
+                        "400": _error(),
+                        "429": _too_many(),
+                        "503": _error(),
+                    },
+                }
             },
             "/api/conversation/end": {
                 "post": _post(

@@ -9,7 +9,7 @@ class PortalReports(Protocol):
     """Told what the portal refused or started; a measurement only, it must not fail."""
 
     def refused(self, kind: str) -> None:
-        """A rate limit refused a request: ``start``, ``message`` or ``typing``."""
+        """A rate limit refused a request: ``start``, ``message``, ``typing`` or ``search``."""
 
     def started(self) -> None:
         """A visitor started a new chat."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from bridge.model import Message
 from bridge.ports import ConversationView
+from bridge.services.callsigns import PublicCallSign
 
 
 def iso(ts: float) -> str:
@@ -38,4 +39,13 @@ def view_json(view: ConversationView) -> dict[str, Any]:
         "visitor_name": view.visitor_name,
         "read_up_to": view.read_up_to,
         "version": view.version,
+    }
+
+
+def call_sign_json(call_sign: PublicCallSign) -> dict[str, Any]:
+    return {
+        "sign": call_sign.sign,
+        "name": call_sign.name,
+        "keywords": call_sign.keywords,
+        "alias": call_sign.alias,
     }

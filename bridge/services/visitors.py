@@ -6,9 +6,9 @@ import dataclasses
 import logging
 import secrets
 import uuid
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .. import validation
+from .. import keywords, validation
 from ..errors import InvalidInput, NoOpenConversation, RateLimited
 from ..events import (
     ConversationOpened,
@@ -34,10 +34,14 @@ from ..ports import Clock, ConversationView, MatrixGateway, Store, VisitorChanne
 from .presenter import Presenter
 from .queue import QueueService
 
+if TYPE_CHECKING:  # it imports this module (new_visitor_id)
+    from .callsigns import CallSignService, PublicCallSign
+
 log = logging.getLogger(__name__)
 FORM_CLIENT_ID = "prechat-form"  # the form's first message; never a visitor's own id
 QUEUED = (ConversationStatus.WAITING, ConversationStatus.INVITING)
 LEFT = "The visitor left before an advisor was free."
+MAX_FOUND = 10  # call signs a search shows at most
 
 
 def new_visitor_id() -> VisitorId:
@@ -71,6 +75,7 @@ class VisitorService:
         queue: QueueService,
         clock: Clock,
         topics: Mapping[str, str],
+        call_signs: CallSignService,
         *,
         abandon_after: float = 300.0,
     ) -> None:
@@ -82,6 +87,7 @@ class VisitorService:
         self._queue = queue
         self._clock = clock
         self._topics = topics
+        self._call_signs = call_signs
         self._abandon_after = abandon_after
         self._visitor_locks = KeyedLock()
 
@@ -101,6 +107,10 @@ class VisitorService:
         is asked only when a new conversation would be created (the portal's rate limit);
         refusing raises :class:`RateLimited`. The room is made afterwards, from the outbox:
         the answer does not wait for the homeserver.
+
+        A ``call_sign`` picked from :meth:`find_call_signs` routes the conversation to its
+        advisor or group instead of by topic; one that nobody behind it could answer now (or
+        that does not exist) is refused with :class:`InvalidInput` on that field.
         """
         request = validation.start_request(form, self._topics)
         async with self._visitor_locks(session_hash):
@@ -109,6 +119,9 @@ class VisitorService:
                 current = await self._store.latest_conversation(visitor.id)
                 if current is not None and current.status.is_open:
                     return current, False
+            if request.call_sign is not None:
+                if await self._call_signs.public(request.call_sign) is None:
+                    raise InvalidInput(validation.UNREACHABLE, field="call_sign")
             wait = admit()
             if wait > 0:
                 raise RateLimited(
@@ -129,6 +142,7 @@ class VisitorService:
                     status=ConversationStatus.WAITING,
                     created_at=now,
                     queued_at=now,
+                    call_sign=request.call_sign,
                 )
                 created = await self._store.add_conversation(conversation)
                 if created:
@@ -160,6 +174,24 @@ class VisitorService:
         working_on(conversation.id)
         log.info("conversation %s started by visitor %s", conversation.id, visitor.id)
         return conversation, True
+
+    async def find_call_signs(
+        self, query: Any, admit: Admission = admit_all
+    ) -> list[PublicCallSign]:
+        """The portal's search box: the call signs matching every word of ``query`` (word
+        prefixes; accents and case do not count) that someone behind them could answer now,
+        at most :data:`MAX_FOUND`. Nobody's Matrix id is in them. A query with no word finds
+        nothing and costs nothing; ``admit`` is asked before any other (the portal's rate
+        limit), and refusing raises :class:`RateLimited`."""
+        text = validation.search_query(query)
+        if not keywords.words(text):
+            return []
+        wait = admit()
+        if wait > 0:
+            raise RateLimited(
+                "Too many searches from your network. Please wait a moment.", retry_after=wait
+            )
+        return await self._call_signs.search(text, limit=MAX_FOUND)
 
     async def current(self, session_hash: str) -> Conversation | None:
         visitor = await self._store.visitor_by_session(session_hash)

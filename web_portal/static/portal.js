@@ -40,6 +40,16 @@
     labelTopic: 'Topic',
     topicPlaceholder: 'Choose a topic…',
     labelMessage: 'How can we help?',
+    labelCallSign: 'Ask for an advisor or team',
+    callSignPlaceholder: 'A subject or a name, e.g. billing',
+    hintCallSign: 'Only advisors and teams available right now are listed.',
+    callSignList: 'Available now',
+    callSignFound: '{n} available now. Use the up and down arrow keys to choose, Enter to pick.',
+    callSignNone: 'Nobody matching is available right now. You can leave this empty and start a chat anyway.',
+    callSignTooFast: 'Too many searches. Wait a moment, then type again.',
+    callSignFailed: 'The search did not work. Try again, or leave this empty.',
+    askedFor: 'You asked for: {name}',
+    callSignChange: 'Change',
     start: 'Start chat',
     starting: 'Starting…',
 
@@ -92,7 +102,7 @@
   };
 
   /* Limits mirror the server's validation (bridge/validation.py). */
-  const LIMITS = { name: 80, email: 254, message: 4000 };
+  const LIMITS = { name: 80, email: 254, message: 4000, search: 100 };
   const COUNT_FROM = 0.9; // show the character counter from 90 % of the limit
   const TYPING_THROTTLE_MS = 3000;
   const TYPING_IDLE_MS = 5000;
@@ -105,6 +115,8 @@
   const REQUEST_TIMEOUT_MS = 20000;
   const ENDED_CLOSE_GRACE_MS = 2000;
   const OUTBOX_KEY = 'switchboard.portal.outbox.v1';
+  const ASKED_KEY = 'switchboard.portal.asked.v1'; // whom the open chat asked for, by its id
+  const SEARCH_DEBOUNCE_MS = 250;
   const QUOTE_CHARS = 160; // of the answered message, in a reply's quote
   const CHAT_VIEWS = ['waiting', 'inviting', 'active', 'ended'];
   const SENDERS = ['visitor', 'advisor', 'system'];
@@ -325,7 +337,12 @@
     readSent: 0, // highest advisor seq we told the server the visitor has seen
     readTimer: null,
     unread: 0,
-    baseTitle: document.title
+    baseTitle: document.title,
+    // the call-sign search box: the answer to the latest query, the option the arrow keys are
+    // on, the call sign picked ({ sign, name }), and whom the open chat asked for ({ id, name })
+    search: { seq: 0, timer: null, results: [], active: -1 },
+    chosen: null,
+    askedFor: null
   };
 
   function hasOpenConversation() {
@@ -419,6 +436,10 @@
       setText(el.noticeTitle, text);
       setText(el.noticeText, t('invitingHint'));
     }
+    const c = state.conversation;
+    const asked = state.askedFor && c && state.askedFor.id === c.id ? state.askedFor.name : null;
+    setText(el.noticeAsked, asked ? t('askedFor', { name: asked }) : '');
+    el.noticeAsked.hidden = !asked;
   }
 
   /* ------------------------------------------------------------------------------------------
@@ -1256,6 +1277,7 @@
     clearFormErrors();
     el.message.value = '';
     updateCount(el.message, el.messageCount);
+    clearChosen(false); // whoever it was may be away now: a new search shows who is not
     if (!el.name.value && previous && str(previous.visitor_name)) el.name.value = previous.visitor_name;
     showForm();
     focusQuietly(el.name.value ? el.message : el.name);
@@ -1264,7 +1286,7 @@
   /* ------------------------------------------------------------------------------------------
    * Pre-chat form
    * ---------------------------------------------------------------------------------------- */
-  const FIELDS = ['name', 'email', 'topic', 'message'];
+  const FIELDS = ['call_sign', 'name', 'email', 'topic', 'message'];
   const EMAIL_RE = /^[^@\s<>"'`]+@[^@\s<>"'`]+\.[^@\s<>"'`]+$/;
 
   function readForm() {
@@ -1272,7 +1294,8 @@
       name: el.name.value.replace(/\s+/g, ' ').trim(),
       email: el.email.value.trim(),
       topic: el.topic.value,
-      message: normalizeBody(el.message.value)
+      message: normalizeBody(el.message.value),
+      call_sign: state.chosen ? state.chosen.sign : ''
     };
   }
 
@@ -1328,15 +1351,18 @@
     setStartBusy(true);
     setView('connecting');
     try {
-      const r = await api('POST', '/api/conversation', {
+      const form = {
         name: values.name,
         email: values.email,
         topic: values.topic,
         message: values.message
-      });
+      };
+      if (values.call_sign) form.call_sign = values.call_sign;
+      const r = await api('POST', '/api/conversation', form);
       if (!r.data.conversation) throw new ApiError({ status: r.status });
       el.message.value = '';
       updateCount(el.message, el.messageCount);
+      if (r.status === 201) rememberAskedFor(r.data.conversation, state.chosen);
       loadConversation(r.data.conversation, r.data.messages);
       if (hasOpenConversation()) focusQuietly(el.composer);
     } catch (err) {
@@ -1351,6 +1377,8 @@
   function showFormError(err) {
     const text = errorText(err);
     const ref = refText(err);
+    // nobody behind the call sign is available any more: the box is back, to pick another
+    if (err && err.field === 'call_sign') clearChosen(false);
     if (err && err.field && FIELDS.indexOf(err.field) !== -1 && setFieldError(err.field, ref ? text + ' ' + ref : text)) {
       el[err.field].focus();
       return;
@@ -1369,6 +1397,193 @@
     } else {
       out.hidden = true;
     }
+  }
+
+  /* ------------------------------------------------------------------------------------------
+   * Call-sign search: a combobox (ARIA 1.2) whose listbox shows the call signs someone can
+   * answer now. Debounced; an answer to an older query than the latest is dropped. Every text
+   * from the server goes in with textContent.
+   * ---------------------------------------------------------------------------------------- */
+  function isCallSign(c) {
+    return !!c && typeof c === 'object' && str(c.sign) && typeof c.name === 'string';
+  }
+
+  function setSearchStatus(text, visible) {
+    setText(el.callSignStatus, text || '');
+    // counts are for screen readers; "nobody" and errors are for everyone
+    el.callSignStatus.classList.toggle('sr-only', !visible);
+  }
+
+  function listOpen() {
+    return !el.callSignList.hidden;
+  }
+
+  function openList() {
+    el.callSignList.hidden = false;
+    el.call_sign.setAttribute('aria-expanded', 'true');
+  }
+
+  function closeList() {
+    el.callSignList.hidden = true;
+    el.call_sign.setAttribute('aria-expanded', 'false');
+    setActive(-1);
+  }
+
+  function setActive(i) {
+    const options = el.callSignList.children;
+    state.search.active = i;
+    for (let k = 0; k < options.length; k++) {
+      options[k].setAttribute('aria-selected', k === i ? 'true' : 'false');
+    }
+    if (i >= 0 && options[i]) {
+      el.call_sign.setAttribute('aria-activedescendant', options[i].id);
+      options[i].scrollIntoView({ block: 'nearest' });
+    } else {
+      el.call_sign.removeAttribute('aria-activedescendant');
+    }
+  }
+
+  function renderResults() {
+    const results = state.search.results;
+    el.callSignList.textContent = '';
+    results.forEach(function (c, i) {
+      const option = make('li', 'combo-option');
+      option.id = 'callsign-option-' + i;
+      option.setAttribute('role', 'option');
+      option.setAttribute('aria-selected', 'false');
+      option.setAttribute('data-sign', c.sign);
+      option.appendChild(make('span', 'combo-name', c.name || c.sign));
+      option.appendChild(make('span', 'combo-sign', c.sign));
+      if (str(c.keywords)) option.appendChild(make('span', 'combo-keywords', c.keywords));
+      option.addEventListener('click', function () { choose(i); });
+      el.callSignList.appendChild(option);
+    });
+    setActive(-1);
+    if (results.length) {
+      openList();
+      setSearchStatus(t('callSignFound', { n: results.length }), false);
+    } else {
+      closeList();
+      setSearchStatus(t('callSignNone'), true);
+    }
+  }
+
+  function onSearchInput() {
+    const search = state.search;
+    const seq = ++search.seq; // what is on its way for an older text is dropped
+    clearTimeout(search.timer);
+    search.timer = null;
+    if (el.call_sign.hasAttribute('aria-invalid')) setFieldError('call_sign', '');
+    const query = el.call_sign.value.trim();
+    if (!query) {
+      search.results = [];
+      el.callSignList.textContent = '';
+      closeList();
+      setSearchStatus('', false);
+      return;
+    }
+    search.timer = setTimeout(function () {
+      search.timer = null;
+      runSearch(query, seq);
+    }, SEARCH_DEBOUNCE_MS);
+  }
+
+  async function runSearch(query, seq) {
+    let r;
+    try {
+      r = await api('GET', '/api/call-signs?q=' + encodeURIComponent(query.slice(0, LIMITS.search)));
+    } catch (err) {
+      if (seq !== state.search.seq) return;
+      state.search.results = [];
+      el.callSignList.textContent = '';
+      closeList();
+      setSearchStatus(err.status === 429 ? t('callSignTooFast') : t('callSignFailed'), true);
+      return;
+    }
+    if (seq !== state.search.seq || state.chosen) return;
+    const found = Array.isArray(r.data.call_signs) ? r.data.call_signs.filter(isCallSign) : [];
+    state.search.results = found;
+    renderResults();
+  }
+
+  function onSearchKey(ev) {
+    const results = state.search.results;
+    const n = results.length;
+    const active = state.search.active;
+    if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+      if (!n) return;
+      ev.preventDefault();
+      if (!listOpen()) openList();
+      if (ev.key === 'ArrowDown') setActive(active < 0 || active >= n - 1 ? 0 : active + 1);
+      else setActive(active <= 0 ? n - 1 : active - 1);
+    } else if (ev.key === 'Enter') {
+      if (ev.isComposing || ev.keyCode === 229) return;
+      ev.preventDefault(); // Enter in the search never sends the form
+      if (listOpen() && active >= 0) choose(active);
+      else if (n === 1) choose(0);
+      else if (n) openList();
+    } else if (ev.key === 'Escape') {
+      if (listOpen()) {
+        ev.preventDefault();
+        closeList();
+      } else if (el.call_sign.value) {
+        ev.preventDefault();
+        el.call_sign.value = '';
+        onSearchInput();
+      }
+    }
+  }
+
+  function choose(i) {
+    const c = state.search.results[i];
+    if (!c) return;
+    state.chosen = { sign: c.sign, name: c.name || c.sign };
+    state.search.seq++;
+    clearTimeout(state.search.timer);
+    state.search.timer = null;
+    state.search.results = [];
+    el.callSignList.textContent = '';
+    closeList();
+    el.call_sign.value = '';
+    setFieldError('call_sign', '');
+    showChosen();
+    setSearchStatus(t('askedFor', { name: state.chosen.name }), false);
+    focusQuietly(el.callSignClear);
+  }
+
+  function showChosen() {
+    const chosen = state.chosen;
+    el.callSignCombo.hidden = !!chosen;
+    el.callSignHint.hidden = !!chosen;
+    el.callSignChosen.hidden = !chosen;
+    setText(el.callSignChosenName, chosen ? t('askedFor', { name: chosen.name }) : '');
+    setText(el.callSignChosenSign, chosen ? '(' + chosen.sign + ')' : '');
+  }
+
+  function clearChosen(focus) {
+    state.chosen = null;
+    showChosen();
+    setSearchStatus('', false);
+    if (focus) focusQuietly(el.call_sign);
+  }
+
+  /* Whom a chat just started asked for, so that its waiting notice says so, after a reload too. */
+  function rememberAskedFor(conversation, chosen) {
+    state.askedFor = chosen && conversation && str(conversation.id)
+      ? { id: conversation.id, name: chosen.name }
+      : null;
+    try {
+      if (state.askedFor) window.sessionStorage.setItem(ASKED_KEY, JSON.stringify(state.askedFor));
+      else window.sessionStorage.removeItem(ASKED_KEY);
+    } catch (e) { /* storage unavailable: only this page shows it */ }
+  }
+
+  function restoreAskedFor() {
+    let data = null;
+    try { data = JSON.parse(window.sessionStorage.getItem(ASKED_KEY) || 'null'); } catch (e) { data = null; }
+    state.askedFor = data && typeof data === 'object' && str(data.id) && str(data.name)
+      ? { id: data.id, name: data.name }
+      : null;
   }
 
   /* ------------------------------------------------------------------------------------------
@@ -1462,7 +1677,11 @@
       transcript: 'transcript', typing: 'typing', typingText: 'typing-text',
       composerForm: 'composer-form', composer: 'composer', send: 'send',
       composerCount: 'composer-count', composerError: 'composer-error',
-      endedPanel: 'ended-panel', newChat: 'new-chat'
+      endedPanel: 'ended-panel', newChat: 'new-chat', noticeAsked: 'notice-asked',
+      call_sign: 'callsign-search', callSignCombo: 'callsign-combo', callSignList: 'callsign-list',
+      callSignHint: 'callsign-hint', callSignStatus: 'callsign-status',
+      callSignChosen: 'callsign-chosen', callSignChosenName: 'callsign-chosen-name',
+      callSignChosenSign: 'callsign-chosen-sign', callSignClear: 'callsign-clear'
     };
     Object.keys(ids).forEach(function (k) { el[k] = byId(ids[k]); });
     el.startLabel = el.start.querySelector('[data-i18n]') || el.start;
@@ -1475,6 +1694,15 @@
         if (el[f].hasAttribute('aria-invalid')) setFieldError(f, '');
       });
     });
+    el.call_sign.addEventListener('input', onSearchInput);
+    el.call_sign.addEventListener('keydown', onSearchKey);
+    el.call_sign.addEventListener('blur', closeList);
+    // the focus stays in the box, so that a click on the list is a pick, not a blur first
+    el.callSignList.addEventListener('mousedown', function (ev) { ev.preventDefault(); });
+    el.call_sign.addEventListener('focus', function () {
+      if (state.search.results.length && el.call_sign.value.trim()) openList();
+    });
+    el.callSignClear.addEventListener('click', function () { clearChosen(true); });
     el.message.addEventListener('input', function () { updateCount(el.message, el.messageCount); });
 
     el.composerForm.addEventListener('submit', function (ev) {
@@ -1555,6 +1783,7 @@
 
   async function boot() {
     cacheElements();
+    restoreAskedFor();
     applyStrings();
     bindEvents();
     setView('loading');
