@@ -242,6 +242,8 @@ class Switchboard:
                 message_burst=config.portal.message_burst,
                 typing_per_minute=config.portal.typing_per_minute,
                 typing_burst=config.portal.typing_burst,
+                searches_per_minute=config.portal.searches_per_minute,
+                search_burst=config.portal.search_burst,
             ),
             not_ready=self.readiness.not_ready,
             reports=self.metrics,

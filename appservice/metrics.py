@@ -46,7 +46,7 @@ disable_created_metrics()
 #: the outcomes of a transaction the homeserver pushed (label ``outcome``)
 TRANSACTION_OUTCOMES = ("ok", "failed", "not_ready", "forbidden", "bad_request")
 #: what the portal's per-session and per-address limits refuse (label ``kind``)
-REFUSAL_KINDS = ("start", "message", "typing")
+REFUSAL_KINDS = ("start", "message", "typing", "search")
 
 #: an invite follows a start within a second when an advisor is free; minutes when none is
 INVITE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -116,8 +116,8 @@ class Metrics:
         )
         self._refused = Counter(
             "switchboard_rate_limited",
-            "Requests the portal's rate limits refused, by kind (start: per address; message "
-            "and typing: per session).",
+            "Requests the portal's rate limits refused, by kind (start and search: per "
+            "address; message and typing: per session).",
             ["kind"],
             registry=r,
         )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import browser  # noqa: F401
 from tests.desks import desks, homeserver, people, pg_desks, sqlite_desks  # noqa: F401
 from tests.install.installed import (  # noqa: F401
     installed_switchboard,

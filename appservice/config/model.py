@@ -76,6 +76,8 @@ class PortalConfig:
     message_burst: int
     typing_per_minute: int
     typing_burst: int
+    searches_per_minute: int
+    search_burst: int
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,8 @@ def _check(reader: _Reader, sections: dict[str, Any], base_dir: Path) -> dict[st
             "message_burst",
             "typing_per_minute",
             "typing_burst",
+            "searches_per_minute",
+            "search_burst",
         ):
             if getattr(portal, key) < 1:
                 problem(f"portal.{key}", "must be at least 1")

@@ -72,6 +72,8 @@ CHANGED: dict[str, Any] = {
     "portal.message_burst": 4,
     "portal.typing_per_minute": 11,
     "portal.typing_burst": 3,
+    "portal.searches_per_minute": 60,
+    "portal.search_burst": 7,
     "routing.capacity": 7,
     "routing.invite_timeout": 45.0,
     "routing.abandon_after": 600.0,

@@ -5,35 +5,11 @@ It also takes the screenshots shown in the README (docs/portal-*.png).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture
-async def browser():
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail(
-            "Debian's chromium is needed: `make test` installs it (apt-get install chromium)"
-        )
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield browser
-        await browser.close()
 
 
 async def test_visitor_fills_the_form_waits_then_chats_with_the_advisor(

@@ -16,7 +16,6 @@ from pathlib import Path
 from playwright.async_api import expect
 
 from tests.desks import open_bot_chat, tell_bot
-from tests.e2e.test_portal_browser import browser  # noqa: F401 (the Chromium fixture)
 
 
 async def listed(desk, query: str, signs: list[str], timeout: float = 15.0) -> None:

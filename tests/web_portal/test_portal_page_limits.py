@@ -6,42 +6,17 @@ when the minute has passed; no homeserver is needed for a visitor who is still w
 
 from __future__ import annotations
 
-import shutil
 import socket
-from typing import AsyncIterator
 
-import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from tests.web_portal.conftest import PortalFactory
-
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail(
-            "Debian's chromium is needed: `make test` installs it (apt-get install chromium)"
-        )
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield browser
-        await browser.close()
 
 
 async def test_a_message_over_the_limit_comes_back_to_the_composer_with_a_notice(
