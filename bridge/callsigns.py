@@ -108,9 +108,11 @@ def open_from(conversations: Iterable[Conversation], server: str) -> int:
 
 
 def display_name(user: str, given: str | None) -> str:
-    """How an asker is named to the advisor: their display name, else their localpart."""
-    name = " ".join((given or "").split())[:80]
-    return name or user.lstrip("@").split(":", 1)[0]
+    """How an asker is named to the advisor: their display name (printable characters only,
+    one line, at most 80), else their localpart."""
+    printable = "".join(c for c in (given or "") if c.isprintable() or c.isspace())
+    name = " ".join(printable.split())[:80]
+    return name or user.lstrip("@").split(":", 1)[0][:80]
 
 
 def shown_to_public(advisor: Advisor, now: float, *, local: bool, proof_of_life: float) -> bool:

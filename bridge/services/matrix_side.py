@@ -133,6 +133,8 @@ class MatrixSide:
             lines = [
                 f"New visitor: {visitor.name} ({conversation.asker}), from Matrix",
                 f"Asked for: call sign {conversation.call_sign}",
+                f"{visitor.name}: an advisor joins you in this room as soon as one is free; "
+                "you may write already. Leaving the room ends the chat.",
             ]
         else:
             lines = [

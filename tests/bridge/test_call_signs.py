@@ -56,6 +56,12 @@ def test_a_search_matches_sign_keywords_and_target_name_by_prefix_without_accent
     assert not rules.matches("   ", sign, "Ana")  # an empty query lists nothing
 
 
+def test_an_askers_name_is_one_printable_line() -> None:
+    assert rules.display_name("@kim:x", "Kim\x00\u202e  Lee\n\tX") == "Kim Lee X"
+    assert rules.display_name("@kim:x", "\x07\x08") == "kim"
+    assert len(rules.display_name("@kim:x", "a" * 500)) == 80
+
+
 def advisor(presence: Presence, available: bool = True, seen: float | None = None) -> Advisor:
     return Advisor(AdvisorMxid(ANA), available, presence, last_seen_at=seen)
 
