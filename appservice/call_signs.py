@@ -19,8 +19,7 @@ import secrets
 from mautrix.errors import MNotFound
 from mautrix.types import RoomAlias
 
-from bridge.callsigns import check_sign
-from bridge.errors import InvalidInput
+from bridge.callsigns import is_sign
 from bridge.services.callsigns import CallSignService
 
 from .config import Config
@@ -63,14 +62,14 @@ class CallSignQueries:
         if sign.startswith(PROBE):
             self._probes.add(sign)
             return False
-        if not self._ready or not _valid(sign):
+        if not self._ready or not is_sign(sign):
             return False
         return await self._call_signs.lobby(sign) is not None
 
     async def user_exists(self, user_id: str) -> bool:
         """Whether ``user_id`` is a call sign's user (registered now, if it was not yet)."""
         sign = self._inside(user_id, self._user)
-        if sign is None or not self._ready or not _valid(sign):
+        if sign is None or not self._ready or not is_sign(sign):
             return False
         if not await self._call_signs.exists(sign):
             return False
@@ -88,11 +87,3 @@ class CallSignQueries:
         except MNotFound:
             pass
         return probe not in self._probes
-
-
-def _valid(sign: str) -> bool:
-    try:
-        check_sign(sign)
-    except InvalidInput:
-        return False
-    return True

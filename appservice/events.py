@@ -11,6 +11,7 @@ from typing import Any
 
 from mautrix.errors import IntentError, MatrixRequestError
 
+from bridge.callsigns import is_sign
 from bridge.desk import Desk
 from bridge.logcontext import about
 from bridge.model import AdvisorMxid, EventId, Presence, RoomId
@@ -58,7 +59,8 @@ class MatrixEventHandler:
         """The call sign whose user ``user_id`` is (``@<prefix>cs_<sign>:<domain>``), if any."""
         suffix = f":{self._config.homeserver.domain}"
         if user_id.startswith(self._call_sign_prefix) and user_id.endswith(suffix):
-            return user_id[len(self._call_sign_prefix) : -len(suffix)] or None
+            sign = user_id[len(self._call_sign_prefix) : -len(suffix)]
+            return sign if is_sign(sign) else None
         return None
 
     async def handle(self, event: Any) -> None:

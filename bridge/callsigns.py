@@ -73,6 +73,11 @@ def check_sign(text: str) -> str:
     return sign
 
 
+def is_sign(text: str) -> bool:
+    """Whether ``text`` is a well-formed call sign (as an alias or a user id carries it)."""
+    return len(text) <= MAX_SIGN and _SIGN.fullmatch(text) is not None
+
+
 def suggest_sign(text: str) -> str:
     plain = keywords.normalise(text)
     sign = re.sub(r"[^a-z0-9]+", "-", plain).strip("-")
