@@ -415,6 +415,7 @@ class ConversationView:
     visitor_name: str
     read_up_to: int
     version: int = 0  # pages ignore a status older than the one they show
+    asked_for: str | None = None  # the name behind the call sign the visitor asked for
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,7 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                         "visitor_name",
                         "read_up_to",
                         "version",
+                        "asked_for",
                     ],
                     "properties": {
                         "id": {"type": "string"},
@@ -150,6 +151,12 @@ def openapi_document(settings: Any) -> dict[str, Any]:
                             "minimum": 0,
                             "description": "Counts the conversation's changes: a page ignores "
                             "a status older than the one it shows.",
+                        },
+                        "asked_for": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "The name of the advisor or team behind the call "
+                            "sign the visitor picked, if any.",
                         },
                     },
                 },

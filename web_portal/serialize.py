@@ -39,6 +39,7 @@ def view_json(view: ConversationView) -> dict[str, Any]:
         "visitor_name": view.visitor_name,
         "read_up_to": view.read_up_to,
         "version": view.version,
+        "asked_for": view.asked_for,
     }
 
 

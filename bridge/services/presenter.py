@@ -7,8 +7,10 @@ from typing import Mapping, Protocol
 from ..model import Conversation, ConversationStatus, Message, Visitor, VisitorId
 from ..ports import (
     Advisors,
+    CallSigns,
     Conversations,
     ConversationView,
+    Groups,
     MessageEvent,
     StatusEvent,
     VisitorChannel,
@@ -17,7 +19,7 @@ from ..ports import (
 from ..routing import queue_positions
 
 
-class PresenterStore(Visitors, Conversations, Advisors, Protocol):
+class PresenterStore(Visitors, Conversations, Advisors, Groups, CallSigns, Protocol):
     """What a page's view is read from."""
 
 
@@ -59,7 +61,22 @@ class Presenter:
             visitor_name=visitor.name if visitor else "",
             read_up_to=conversation.read_up_to,
             version=conversation.version,
+            asked_for=await self._asked_for(conversation),
         )
+
+    async def _asked_for(self, conversation: Conversation) -> str | None:
+        """The name of what the visitor's call sign reaches (a group's name, an advisor's),
+        or None if they asked none or it is gone."""
+        if conversation.call_sign is None:
+            return None
+        call_sign = await self._store.get_call_sign(conversation.call_sign)
+        if call_sign is None:
+            return None
+        if call_sign.advisor is not None:
+            advisor = await self._store.get_advisor(call_sign.advisor)
+            return advisor.name if advisor else None
+        group = await self._store.get_group(call_sign.group_id) if call_sign.group_id else None
+        return group.name if group else None
 
     async def status(
         self,

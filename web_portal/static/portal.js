@@ -115,7 +115,6 @@
   const REQUEST_TIMEOUT_MS = 20000;
   const ENDED_CLOSE_GRACE_MS = 2000;
   const OUTBOX_KEY = 'switchboard.portal.outbox.v1';
-  const ASKED_KEY = 'switchboard.portal.asked.v1'; // whom the open chat asked for, by its id
   const SEARCH_DEBOUNCE_MS = 250;
   const QUOTE_CHARS = 160; // of the answered message, in a reply's quote
   const CHAT_VIEWS = ['waiting', 'inviting', 'active', 'ended'];
@@ -339,10 +338,10 @@
     unread: 0,
     baseTitle: document.title,
     // the call-sign search box: the answer to the latest query, the option the arrow keys are
-    // on, the call sign picked ({ sign, name }), and whom the open chat asked for ({ id, name })
+    // on, and the call sign picked ({ sign, name }); whom the open chat asked for comes with
+    // the conversation (asked_for)
     search: { seq: 0, timer: null, results: [], active: -1 },
-    chosen: null,
-    askedFor: null
+    chosen: null
   };
 
   function hasOpenConversation() {
@@ -437,7 +436,7 @@
       setText(el.noticeText, t('invitingHint'));
     }
     const c = state.conversation;
-    const asked = state.askedFor && c && state.askedFor.id === c.id ? state.askedFor.name : null;
+    const asked = c && str(c.asked_for) ? c.asked_for : null;
     setText(el.noticeAsked, asked ? t('askedFor', { name: asked }) : '');
     el.noticeAsked.hidden = !asked;
   }
@@ -1362,7 +1361,6 @@
       if (!r.data.conversation) throw new ApiError({ status: r.status });
       el.message.value = '';
       updateCount(el.message, el.messageCount);
-      if (r.status === 201) rememberAskedFor(r.data.conversation, state.chosen);
       loadConversation(r.data.conversation, r.data.messages);
       if (hasOpenConversation()) focusQuietly(el.composer);
     } catch (err) {
@@ -1567,25 +1565,6 @@
     if (focus) focusQuietly(el.call_sign);
   }
 
-  /* Whom a chat just started asked for, so that its waiting notice says so, after a reload too. */
-  function rememberAskedFor(conversation, chosen) {
-    state.askedFor = chosen && conversation && str(conversation.id)
-      ? { id: conversation.id, name: chosen.name }
-      : null;
-    try {
-      if (state.askedFor) window.sessionStorage.setItem(ASKED_KEY, JSON.stringify(state.askedFor));
-      else window.sessionStorage.removeItem(ASKED_KEY);
-    } catch (e) { /* storage unavailable: only this page shows it */ }
-  }
-
-  function restoreAskedFor() {
-    let data = null;
-    try { data = JSON.parse(window.sessionStorage.getItem(ASKED_KEY) || 'null'); } catch (e) { data = null; }
-    state.askedFor = data && typeof data === 'object' && str(data.id) && str(data.name)
-      ? { id: data.id, name: data.name }
-      : null;
-  }
-
   /* ------------------------------------------------------------------------------------------
    * End chat (inline confirmation)
    * ---------------------------------------------------------------------------------------- */
@@ -1783,7 +1762,6 @@
 
   async function boot() {
     cacheElements();
-    restoreAskedFor();
     applyStrings();
     bindEvents();
     setView('loading');
