@@ -7,12 +7,12 @@ import dataclasses
 import socket
 import time
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, AsyncIterator, Protocol
 
 import pytest
 from mautrix.types import RoomID
+from nio import RoomMessage
 
 from appservice.bootstrap import Switchboard
 from appservice.config import Config, MetricsConfig, RoutingConfig, generate
@@ -270,10 +270,37 @@ async def open_bot_chat(client: AdvisorClient, bot: str) -> str:
     return dm
 
 
-async def tell_bot(
-    client: AdvisorClient, dm: str, bot: str, steps: Iterable[tuple[str, str]]
-) -> None:
-    """Each command in turn, each awaited until the bot's answer contains its text."""
-    for command, answer in steps:
-        await client.send_text(dm, command)
-        await client.wait_for_message(dm, answer, sender=bot)
+@dataclasses.dataclass
+class AdminChat:
+    """An admin of a started desk, logged in, in their direct chat with the bot (see
+    :func:`start_with_admin`)."""
+
+    desk: Switchboard
+    client: AdvisorClient  # the admin's
+    dm: str  # the direct chat with the bot, greeted
+
+    @property
+    def bot(self) -> str:
+        return self.desk.config.bot_mxid
+
+    async def ask(self, command: str, answer: str) -> RoomMessage:
+        """Send ``command``; the first message of the bot in the chat (seen now or earlier)
+        that contains ``answer``."""
+        await self.client.send_text(self.dm, command)
+        return await self.client.wait_for_message(self.dm, answer, sender=self.bot)
+
+    async def tell(self, *steps: tuple[str, str]) -> None:
+        """Each ``(command, answer)`` in turn, each awaited until the bot's answer contains
+        its text."""
+        for command, answer in steps:
+            await self.ask(command, answer)
+
+
+async def start_with_admin(desks: DeskFactory, people: People, **start: Any) -> AdminChat:
+    """A new user of the desks' homeserver, a desk started with them as its admin (``start``:
+    more arguments of :meth:`DeskFactory.start`, e.g. ``capacity=1``), their client logged
+    in (one of ``people``) and their direct chat with the bot open."""
+    admin_id = desks.homeserver.new_user("admin")
+    desk = await desks.start(admins=(admin_id,), **start)
+    client = await people.login(admin_id)
+    return AdminChat(desk, client, await open_bot_chat(client, desk.config.bot_mxid))

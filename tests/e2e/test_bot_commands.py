@@ -6,35 +6,28 @@ import asyncio
 from typing import Any
 
 from bridge.model import ConversationStatus, Presence
-from tests.desks import open_bot_chat
+from tests.desks import start_with_admin
 
 
 async def test_admin_adds_an_advisor_who_makes_herself_available_and_gets_a_visitor(
-    sqlite_desks, people, homeserver
+    sqlite_desks, people
 ):
-    admin_id = homeserver.new_user("admin")
-    desk = await sqlite_desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+    admin = await start_with_admin(sqlite_desks, people)
+    desk, bot = admin.desk, admin.bot
     ana = await people.advisor(None, "ana")
-    bot = desk.config.bot_mxid
 
-    dm = await open_bot_chat(admin, bot)
-
-    await admin.send_text(dm, "!help")
-    help_text = (await admin.wait_for_message(dm, "Commands you can use", sender=bot)).body
+    help_text = (await admin.ask("!help", "Commands you can use")).body
     for command in ("!help", "!advisor", "!available", "!away", "!queue", "!close"):
         assert command in help_text
     assert all(" — " in line for line in help_text.splitlines()[1:])
 
-    await admin.send_text(dm, "!advisor")
-    await admin.wait_for_message(dm, "Usage: !advisor add|remove @user:server", sender=bot)
-    await admin.send_text(dm, "!advisor add ana")
-    await admin.wait_for_message(dm, "is not a Matrix user id", sender=bot)
-    await admin.send_text(dm, "!frobnicate")
-    await admin.wait_for_message(dm, "Unknown command !frobnicate", sender=bot)
+    await admin.tell(
+        ("!advisor", "Usage: !advisor add|remove @user:server"),
+        ("!advisor add ana", "is not a Matrix user id"),
+        ("!frobnicate", "Unknown command !frobnicate"),
+    )
 
-    await admin.send_text(dm, f"!advisor add {ana.user_id}")
-    await admin.wait_for_message(dm, f"{ana.user_id} is now an advisor", sender=bot)
+    await admin.ask(f"!advisor add {ana.user_id}", f"{ana.user_id} is now an advisor")
 
     # Ana is invited to a direct chat with the bot, with instructions
     control = await ana.wait_for_invite()
@@ -56,8 +49,7 @@ async def test_admin_adds_an_advisor_who_makes_herself_available_and_gets_a_visi
     await ana.join(room)
     await ana.send_text(room, "!status")
     await ana.wait_for_message(room, "1 of 3 visitors", sender=bot)
-    await admin.send_text(dm, "!advisor list")
-    await admin.wait_for_message(dm, f"{ana.user_id} — available", sender=bot)
+    await admin.ask("!advisor list", f"{ana.user_id} — available")
     await ana.send_text(control, "!away")
     await ana.wait_for_message(control, "You are away", sender=bot)
 
@@ -79,15 +71,13 @@ async def test_a_visitor_typing_bot_commands_sends_text_not_commands(sqlite_desk
 
 
 async def test_status_and_advisor_list_show_an_advisor_online_and_syncing_as_online(
-    sqlite_desks, people, homeserver
+    sqlite_desks, people
 ):
     # Ana's client is online and syncing before she shares a room with the bot: Synapse pushes
     # presence only when it changes, and only for users sharing a room with the appservice
-    admin_id = homeserver.new_user("admin")
-    desk = await sqlite_desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+    admin = await start_with_admin(sqlite_desks, people)
+    desk, bot = admin.desk, admin.bot
     ana = await people.advisor(None, "ana")
-    bot = desk.config.bot_mxid
     learnt: asyncio.Queue[str] = asyncio.Queue()  # what the desk learns of Ana's presence
     real = desk.advisors.presence_changed
 
@@ -98,15 +88,13 @@ async def test_status_and_advisor_list_show_an_advisor_online_and_syncing_as_onl
 
     desk.advisors.presence_changed = heard  # type: ignore[method-assign]
 
-    dm = await open_bot_chat(admin, bot)
-    await admin.send_text(dm, f"!advisor add {ana.user_id}")
+    await admin.client.send_text(admin.dm, f"!advisor add {ana.user_id}")
     control = await ana.wait_for_invite()
     await ana.join(control)  # the desk asks once, now that the homeserver will tell
     assert await asyncio.wait_for(learnt.get(), 10) == "online"
     await ana.send_text(control, "!status")
     await ana.wait_for_message(control, "Matrix presence online", sender=bot)
-    await admin.send_text(dm, "!advisor list")
-    await admin.wait_for_message(dm, f"{ana.user_id} — away, presence online", sender=bot)
+    await admin.ask("!advisor list", f"{ana.user_id} — away, presence online")
 
     # then each change is pushed (no polling): she steps away, and comes back
     await ana.set_presence("unavailable")

@@ -17,7 +17,7 @@ from appservice.bootstrap import Switchboard
 from appservice.startup import StartupError
 from bridge.model import ConversationId, Message
 from harness.advisor import AdvisorClient
-from tests.desks import Homeserver, free_port, open_bot_chat, tell_bot
+from tests.desks import Homeserver, free_port, start_with_admin
 
 
 async def knock(client: AdvisorClient, alias: str) -> str:
@@ -72,18 +72,10 @@ async def _public_rooms(client: AdvisorClient) -> dict[str, dict]:
 async def test_people_reach_a_call_sign_privately_by_knock_and_by_direct_chat(
     desks, people, homeserver
 ):
-    admin_id = homeserver.new_user("admin")
-    desk = await desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+    admin = await start_with_admin(desks, people)
+    desk, bot = admin.desk, admin.bot
     ana = await people.advisor(desk, "ana")
-    bot = desk.config.bot_mxid
-    dm = await open_bot_chat(admin, bot)
-    await tell_bot(
-        admin,
-        dm,
-        bot,
-        [(f"!callsign set billing-es {ana.user_id} facturación pagos", "now reaches")],
-    )
+    await admin.ask(f"!callsign set billing-es {ana.user_id} facturación pagos", "now reaches")
     alias = desk.config.call_sign_alias("billing-es")
 
     # two people knock at the same moment: a room each, nobody sees the other
@@ -138,13 +130,12 @@ async def test_people_reach_a_call_sign_privately_by_knock_and_by_direct_chat(
     assert ned_room in told.body
 
     # published, the lobby is in the public room directory
-    await tell_bot(admin, dm, bot, [("!callsign publish billing-es on", "is listed in")])
+    await admin.ask("!callsign publish billing-es on", "is listed in")
     rooms = await stored_public_rooms(ned, lobby)
     assert rooms[lobby].get("join_rule") == "knock"
 
     # !find finds it by an accent-less keyword
-    await admin.send_text(dm, "!find FACTURACION")
-    found = await admin.wait_for_message(dm, "Found for 'FACTURACION'", sender=bot)
+    found = await admin.ask("!find FACTURACION", "Found for 'FACTURACION'")
     assert f"billing-es → {ana.user_id}" in found.body
 
 

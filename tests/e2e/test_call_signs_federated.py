@@ -15,7 +15,7 @@ import pytest
 
 from bridge.model import Presence
 from harness.advisor import AdvisorClient
-from tests.desks import PASSWORD, DeskFactory, People, open_bot_chat, tell_bot
+from tests.desks import PASSWORD, DeskFactory, People, start_with_admin
 from tests.e2e.federation import Federation, invite_stored_by_the_desks_server
 from tests.e2e.test_call_signs import knock, stored
 
@@ -81,19 +81,11 @@ async def partner(federation: Federation) -> AsyncIterator[Partner]:
     await crowd.close()
 
 
-async def test_partner_users_reach_a_call_sign_by_knock_and_by_direct_chat(
-    desks, people, partner, federation
-):
-    ours = federation.desk_side
-    admin_id = ours.new_user("admin")
-    desk = await desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+async def test_partner_users_reach_a_call_sign_by_knock_and_by_direct_chat(desks, people, partner):
+    admin = await start_with_admin(desks, people)  # on the desk's side of the federation
+    desk = admin.desk
     ana = await people.advisor(desk, "ana")
-    bot = desk.config.bot_mxid
-    dm = await open_bot_chat(admin, bot)
-    await tell_bot(
-        admin, dm, bot, [(f"!callsign set billing-es {ana.user_id} facturación", "now reaches")]
-    )
+    await admin.ask(f"!callsign set billing-es {ana.user_id} facturación", "now reaches")
     alias = desk.config.call_sign_alias("billing-es")
 
     kim, lee = await partner.user("kim"), await partner.user("lee")

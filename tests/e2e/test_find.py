@@ -3,29 +3,19 @@ without its accent finds an accented group, and !directory shows the tree."""
 
 from __future__ import annotations
 
-from tests.desks import open_bot_chat, tell_bot
+from tests.desks import start_with_admin
 
 
-async def test_an_advisor_finds_an_accented_group_and_sees_the_directory(
-    desks, people, homeserver
-):
-    admin_id = homeserver.new_user("admin")
-    desk = await desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+async def test_an_advisor_finds_an_accented_group_and_sees_the_directory(desks, people):
+    admin = await start_with_admin(desks, people)
+    bot = admin.bot
     ana = await people.advisor(None, "ana")
-    bot = desk.config.bot_mxid
 
-    dm = await open_bot_chat(admin, bot)
-    await tell_bot(
-        admin,
-        dm,
-        bot,
-        [
-            (f"!advisor add {ana.user_id}", "is now an advisor"),
-            ("!group create support", "created"),
-            ("!group create support/billing Facturación", "created"),
-            (f"!group add support/billing {ana.user_id}", "is now in support/billing"),
-        ],
+    await admin.tell(
+        (f"!advisor add {ana.user_id}", "is now an advisor"),
+        ("!group create support", "created"),
+        ("!group create support/billing Facturación", "created"),
+        (f"!group add support/billing {ana.user_id}", "is now in support/billing"),
     )
 
     control = await ana.wait_for_invite(timeout=20)

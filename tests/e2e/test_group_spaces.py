@@ -4,27 +4,25 @@ that re-links them and a rename that renames."""
 
 from __future__ import annotations
 
-from tests.desks import open_bot_chat, tell_bot
+from tests.desks import start_with_admin
 
 
-async def test_groups_become_nested_spaces_an_advisor_is_invited_to(desks, people, homeserver):
-    admin_id = homeserver.new_user("admin")
-    desk = await desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+async def test_groups_become_nested_spaces_an_advisor_is_invited_to(desks, people):
+    admin = await start_with_admin(desks, people)
+    desk = admin.desk
     ana = await people.advisor(None, "ana")
-    bot = desk.config.bot_mxid
     server = desk.config.homeserver.domain
 
-    dm = await open_bot_chat(admin, bot)
-    await admin.send_text(dm, f"!advisor add {ana.user_id}")
-    await admin.wait_for_message(dm, f"{ana.user_id} is now an advisor", sender=bot)
+    await admin.ask(f"!advisor add {ana.user_id}", f"{ana.user_id} is now an advisor")
     control = await ana.wait_for_invite()  # the direct chat with the bot
-    await admin.send_text(dm, "!group create support Support")
-    await admin.wait_for_message(dm, "Group support (Support) created", sender=bot)
-    await admin.send_text(dm, "!group create support/billing Billing")
-    await admin.wait_for_message(dm, "Group support/billing (Billing) created", sender=bot)
-    await admin.send_text(dm, f"!group add support/billing {ana.user_id} secondary")
-    await admin.wait_for_message(dm, "is now in support/billing (secondary)", sender=bot)
+    await admin.tell(
+        ("!group create support Support", "Group support (Support) created"),
+        ("!group create support/billing Billing", "Group support/billing (Billing) created"),
+        (
+            f"!group add support/billing {ana.user_id} secondary",
+            "is now in support/billing (secondary)",
+        ),
+    )
 
     # the spaces were made (and stored) before their members were invited
     async def space(path: str) -> str:
@@ -51,10 +49,10 @@ async def test_groups_become_nested_spaces_an_advisor_is_invited_to(desks, peopl
     assert parent["via"] == [server]
 
     # a move re-links billing's space under sales' (and takes it from support's)
-    await admin.send_text(dm, "!group create sales Sales")
-    await admin.wait_for_message(dm, "Group sales (Sales) created", sender=bot)
-    await admin.send_text(dm, "!group move support/billing sales")
-    await admin.wait_for_message(dm, "it is now sales/billing", sender=bot)
+    await admin.tell(
+        ("!group create sales Sales", "Group sales (Sales) created"),
+        ("!group move support/billing sales", "it is now sales/billing"),
+    )
     # a link is removed by emptying it (a client may fill in defaults, never "via")
     await ana.wait_for_state(support, "m.space.child", billing, lambda c: "via" not in c)
     await ana.wait_for_state(billing, "m.space.parent", support, lambda c: "via" not in c)
@@ -62,32 +60,22 @@ async def test_groups_become_nested_spaces_an_advisor_is_invited_to(desks, peopl
     await ana.wait_for_state(billing, "m.space.parent", sales)
 
     # a rename renames the space
-    await admin.send_text(dm, "!group rename sales/billing Invoices")
-    await admin.wait_for_message(dm, "is now called Invoices", sender=bot)
+    await admin.ask("!group rename sales/billing Invoices", "is now called Invoices")
     await ana.wait_for_state(billing, "m.room.name", "", lambda c: c.get("name") == "Invoices")
 
 
 async def test_a_deleted_group_is_unlinked_and_its_members_and_leavers_are_removed(
-    sqlite_desks, people, homeserver
+    sqlite_desks, people
 ):
-    admin_id = homeserver.new_user("admin")
-    desk = await sqlite_desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+    admin = await start_with_admin(sqlite_desks, people)
     ana = await people.advisor(None, "ana")
-    bot = desk.config.bot_mxid
 
-    dm = await open_bot_chat(admin, bot)
-    await tell_bot(
-        admin,
-        dm,
-        bot,
-        [
-            (f"!advisor add {ana.user_id}", "is now an advisor"),
-            ("!group create sales Sales", "created"),
-            ("!group create sales/eu Europe", "created"),
-            (f"!group add sales/eu {ana.user_id} secondary", "is now in sales/eu"),
-            (f"!group add sales {ana.user_id} secondary", "is now in sales"),
-        ],
+    await admin.tell(
+        (f"!advisor add {ana.user_id}", "is now an advisor"),
+        ("!group create sales Sales", "created"),
+        ("!group create sales/eu Europe", "created"),
+        (f"!group add sales/eu {ana.user_id} secondary", "is now in sales/eu"),
+        (f"!group add sales {ana.user_id} secondary", "is now in sales"),
     )
 
     def named(name: str):
@@ -100,12 +88,10 @@ async def test_a_deleted_group_is_unlinked_and_its_members_and_leavers_are_remov
     await ana.wait_for_state(sales, "m.space.child", eu)
 
     # deleted: its member is removed, its link in the parent emptied, the bot leaves it
-    await admin.send_text(dm, "!group delete sales/eu")
-    await admin.wait_for_message(dm, "Group sales/eu deleted.", sender=bot)
+    await admin.ask("!group delete sales/eu", "Group sales/eu deleted.")
     await ana.wait_for_member(eu, ana.user_id, "leave")
     await ana.wait_for_state(sales, "m.space.child", eu, lambda c: "via" not in c)
 
     # an advisor removed from a group is removed from its space
-    await admin.send_text(dm, f"!group remove sales {ana.user_id}")
-    await admin.wait_for_message(dm, "is no longer in sales", sender=bot)
+    await admin.ask(f"!group remove sales {ana.user_id}", "is no longer in sales")
     await ana.wait_for_member(sales, ana.user_id, "leave")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from playwright.async_api import expect
 
-from tests.desks import open_bot_chat, tell_bot
+from tests.desks import start_with_admin
 
 
 async def listed(desk, query: str, signs: list[str], timeout: float = 15.0) -> None:
@@ -34,29 +34,20 @@ async def test_a_visitor_finds_an_available_advisor_by_keyword_and_the_chat_goes
     browser,  # noqa: F811
     desks,
     people,
-    homeserver,
     tmp_path: Path,
 ):
-    admin_id = homeserver.new_user("admin")
-    desk = await desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+    admin = await start_with_admin(desks, people)
+    desk, bot = admin.desk, admin.bot
     # Aaron is available and sorts first: a chat routed by topic would go to him
     aaron = await people.advisor(desk, "aaron")
     ana = await people.advisor(None, "ana")
     bob = await people.advisor(None, "bob")
-    bot = desk.config.bot_mxid
 
-    dm = await open_bot_chat(admin, bot)
-    await tell_bot(
-        admin,
-        dm,
-        bot,
-        [
-            (f"!advisor add {ana.user_id}", "is now an advisor"),
-            (f"!advisor add {bob.user_id}", "is now an advisor"),
-            (f"!callsign set billing-es {ana.user_id} facturación pagos España", "now reaches"),
-            (f"!callsign set billing-pt {bob.user_id} facturación Portugal", "now reaches"),
-        ],
+    await admin.tell(
+        (f"!advisor add {ana.user_id}", "is now an advisor"),
+        (f"!advisor add {bob.user_id}", "is now an advisor"),
+        (f"!callsign set billing-es {ana.user_id} facturación pagos España", "now reaches"),
+        (f"!callsign set billing-pt {bob.user_id} facturación Portugal", "now reaches"),
     )
     controls = {}
     for advisor in (ana, bob):  # sharing a room with the desk: their presence reaches it

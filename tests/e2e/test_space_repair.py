@@ -12,29 +12,21 @@ import aiohttp
 
 from appservice.bootstrap import Switchboard
 from bridge.model import RoomId
-from tests.desks import PASSWORD, open_bot_chat, tell_bot
+from tests.desks import PASSWORD, start_with_admin
 
 
 async def test_a_space_deleted_by_hand_comes_back_on_repair_and_a_restart_reinvites(
     desks, people, homeserver
 ):
-    admin_id = homeserver.new_user("admin")
-    desk = await desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+    admin = await start_with_admin(desks, people)
+    desk, bot = admin.desk, admin.bot
     ana = await people.advisor(None, "ana")
-    bot = desk.config.bot_mxid
 
-    dm = await open_bot_chat(admin, bot)
-    await tell_bot(
-        admin,
-        dm,
-        bot,
-        [
-            (f"!advisor add {ana.user_id}", "is now an advisor"),
-            ("!group create support Support", "created"),
-            ("!group create support/billing Billing", "created"),
-            (f"!group add support/billing {ana.user_id} secondary", "is now in support/billing"),
-        ],
+    await admin.tell(
+        (f"!advisor add {ana.user_id}", "is now an advisor"),
+        ("!group create support Support", "created"),
+        ("!group create support/billing Billing", "created"),
+        (f"!group add support/billing {ana.user_id} secondary", "is now in support/billing"),
     )
 
     def named(name: str, but: str = ""):
@@ -60,8 +52,7 @@ async def test_a_space_deleted_by_hand_comes_back_on_repair_and_a_restart_reinvi
     # (the room is purged at once: Ana's client sees the bot go, maybe not herself)
     await ana.wait_for_member(billing, bot, "leave")
 
-    await admin.send_text(dm, "!directory repair")
-    report = await admin.wait_for_message(dm, "Repairs of the group spaces", sender=bot)
+    report = await admin.ask("!directory repair", "Repairs of the group spaces")
     assert f"support/billing: space {billing} is gone; a new one is made" in report.body
     billing2 = await ana.wait_for_invite(named("Billing", but=billing), timeout=20)
     await ana.join(billing2)
@@ -71,8 +62,7 @@ async def test_a_space_deleted_by_hand_comes_back_on_repair_and_a_restart_reinvi
     await ana.wait_for_state(billing2, "m.space.parent", support)
     # and the link to the dead space is emptied, so no unknown room shows in the tree
     await ana.wait_for_state(support, "m.space.child", billing, lambda c: "via" not in c)
-    await admin.send_text(dm, "!directory repair")
-    await admin.wait_for_message(dm, "Every group space is in step", sender=bot)
+    await admin.ask("!directory repair", "Every group space is in step")
 
     # Ana leaves support's space by hand; the next start-up invites her again, once
     await ana.leave(support)
@@ -86,25 +76,15 @@ async def test_a_space_deleted_by_hand_comes_back_on_repair_and_a_restart_reinvi
     await ana.wait_for_member(support, ana.user_id, "invite")
 
 
-async def test_a_space_the_bot_left_by_hand_is_replaced_on_repair(
-    sqlite_desks, people, homeserver
-):
-    admin_id = homeserver.new_user("admin")
-    desk = await sqlite_desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+async def test_a_space_the_bot_left_by_hand_is_replaced_on_repair(sqlite_desks, people):
+    admin = await start_with_admin(sqlite_desks, people)
+    desk, bot = admin.desk, admin.bot
     ana = await people.advisor(None, "ana")
-    bot = desk.config.bot_mxid
 
-    dm = await open_bot_chat(admin, bot)
-    await tell_bot(
-        admin,
-        dm,
-        bot,
-        [
-            (f"!advisor add {ana.user_id}", "is now an advisor"),
-            ("!group create sales Sales", "created"),
-            (f"!group add sales {ana.user_id} secondary", "is now in sales"),
-        ],
+    await admin.tell(
+        (f"!advisor add {ana.user_id}", "is now an advisor"),
+        ("!group create sales Sales", "created"),
+        (f"!group add sales {ana.user_id} secondary", "is now in sales"),
     )
 
     def named(name: str, but: str = ""):
@@ -121,8 +101,7 @@ async def test_a_space_the_bot_left_by_hand_is_replaced_on_repair(
     await desk.gateway.leave_space(RoomId(sales))
     await ana.wait_for_member(sales, bot, "leave")
 
-    await admin.send_text(dm, "!directory repair")
-    report = await admin.wait_for_message(dm, "Repairs of the group spaces", sender=bot)
+    report = await admin.ask("!directory repair", "Repairs of the group spaces")
     assert f"sales: space {sales} is gone; a new one is made" in report.body
     sales2 = await ana.wait_for_invite(named("Sales", but=sales), timeout=20)
     await ana.join(sales2)

@@ -5,33 +5,25 @@ available advisor outside it; with the primary at capacity, to the group's secon
 from __future__ import annotations
 
 from bridge.model import AdvisorMxid
-from tests.desks import open_bot_chat, tell_bot
+from tests.desks import start_with_admin
 
 SPACES = {"Support", "Billing"}
 
 
-async def test_a_billing_visitor_goes_to_billing_primary_then_secondary(desks, people, homeserver):
-    admin_id = homeserver.new_user("admin")
-    desk = await desks.start(admins=(admin_id,), capacity=1)
+async def test_a_billing_visitor_goes_to_billing_primary_then_secondary(desks, people):
+    admin = await start_with_admin(desks, people, capacity=1)
+    desk = admin.desk
     assert "billing" in desk.config.portal.topics
-    admin = await people.login(admin_id)
     bob = await people.advisor(desk, "bob")  # available, in the root group only
     ana = await people.advisor(desk, "ana")
     cid = await people.advisor(desk, "cid")
-    bot = desk.config.bot_mxid
 
-    dm = await open_bot_chat(admin, bot)
-    await tell_bot(
-        admin,
-        dm,
-        bot,
-        [
-            ("!group create support Support", "Group support (Support) created"),
-            ("!group create support/billing Billing", "Group support/billing (Billing) created"),
-            (f"!group add support/billing {ana.user_id} primary", "(primary)"),
-            (f"!group add support/billing {cid.user_id} secondary", "(secondary)"),
-            ("!topic route billing support/billing", "billing now go to support/billing"),
-        ],
+    await admin.tell(
+        ("!group create support Support", "Group support (Support) created"),
+        ("!group create support/billing Billing", "Group support/billing (Billing) created"),
+        (f"!group add support/billing {ana.user_id} primary", "(primary)"),
+        (f"!group add support/billing {cid.user_id} secondary", "(secondary)"),
+        ("!topic route billing support/billing", "billing now go to support/billing"),
     )
 
     def conversation(client):
@@ -63,26 +55,16 @@ async def test_a_billing_visitor_goes_to_billing_primary_then_secondary(desks, p
     assert len([r for r in ana.invites if conversation(ana)(r)]) == 1
 
 
-async def test_a_member_of_an_isolated_group_is_offered_only_its_visitors(
-    sqlite_desks, people, homeserver
-):
-    admin_id = homeserver.new_user("admin")
-    desk = await sqlite_desks.start(admins=(admin_id,))
-    admin = await people.login(admin_id)
+async def test_a_member_of_an_isolated_group_is_offered_only_its_visitors(sqlite_desks, people):
+    admin = await start_with_admin(sqlite_desks, people)
+    desk = admin.desk
     ana = await people.advisor(desk, "ana")  # first in the ring, free
     bob = await people.advisor(desk, "bob")
-    bot = desk.config.bot_mxid
-    dm = await open_bot_chat(admin, bot)
-    await tell_bot(
-        admin,
-        dm,
-        bot,
-        [
-            ("!group create billing Billing", "Group billing (Billing) created"),
-            (f"!group add billing {ana.user_id} primary", "(primary)"),
-            ("!group isolate billing on", "billing is isolated"),
-            ("!topic route billing billing", "billing now go to billing"),
-        ],
+    await admin.tell(
+        ("!group create billing Billing", "Group billing (Billing) created"),
+        (f"!group add billing {ana.user_id} primary", "(primary)"),
+        ("!group isolate billing on", "billing is isolated"),
+        ("!topic route billing billing", "billing now go to billing"),
     )
 
     general = await people.visitor(desk)
