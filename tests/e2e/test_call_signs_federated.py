@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -129,45 +129,42 @@ async def test_partner_users_reach_a_call_sign_by_knock_and_by_direct_chat(desks
 
 
 async def test_a_partner_advisor_is_listed_only_with_a_recent_proof_of_life(
-    desks, people, partner, federation
+    desks, people, partner
 ):
-    """Their presence says online, but the public search shows their call sign only while
-    the desk has seen them alive within directory.proof_of_life (here: a presence push; then
-    the window passes)."""
+    """Her presence says online, but the public search shows her call sign only once the desk
+    has seen her alive (here: a message of hers crossing the federation), and no longer once
+    directory.proof_of_life has passed without a sign."""
     desk = await desks.start()
+    bot = desk.config.bot_mxid
     rita = await partner.user("rita")
     await desk.advisors.add(rita.user_id, "Rita", welcome=False)
     await desk.advisors.set_available(rita.user_id, True)
     await desk.desk.call_signs.set("rita", rita.user_id, "remota")
-    # sharing a room with the bot is what lets her presence reach the desk
-    room = await rita.create_room(invite=[desk.config.bot_mxid], is_direct=True)
-    await rita.wait_for_message(room, "Type !help", sender=desk.config.bot_mxid, timeout=30)
+    room = await rita.create_room(invite=[bot], is_direct=True)
+    await rita.wait_for_message(room, "Type !help", sender=bot, timeout=30)
 
     async def listed() -> bool:
         return [c.sign for c in await desk.desk.call_signs.search("remota")] == ["rita"]
 
-    async def until(what: str, check: Callable[[], Awaitable[bool]]) -> None:
-        deadline = asyncio.get_running_loop().time() + 20
-        while not await check():
-            advisor = await desk.store.get_advisor(rita.user_id)
-            assert asyncio.get_running_loop().time() < deadline, f"never {what}: {advisor}"
-            await asyncio.sleep(0.1)
-
-    # her server pushes her presence when it changes, to servers sharing a room with her: a
-    # change now that she shares one with the bot, and that push is a proof of life
-    await rita.set_presence("unavailable")
-    await rita.set_presence("online")
-    await until("listed", listed)
+    # what her server last told ours, as our question's answer: a hint, not a proof of life
+    await desk.advisors.presence_changed(rita.user_id, Presence.ONLINE, unless_known=True)
     advisor = await desk.store.get_advisor(rita.user_id)
     assert advisor is not None and advisor.presence is Presence.ONLINE
-    assert advisor.last_seen_at is not None
-    # what a dead partner server looks like from here: "online", and no sign of life since
-    await desk.store.advisor_seen(rita.user_id, advisor.last_seen_at)  # nothing newer
-    window = desk.config.directory.proof_of_life
+    if advisor.last_seen_at is None:  # no push of her presence came yet (it may have)
+        assert not await listed()
+    # a message of hers is handled (the bot's answer says so): she is alive
+    await rita.send_text(room, "!status")
+    await rita.wait_for_message(room, "Matrix presence", sender=bot, timeout=30)
+    assert await listed()
+    # a dead partner server from here: still "online", and no sign of life for longer than
+    # the window
+    seen = (await desk.store.get_advisor(rita.user_id)).last_seen_at  # type: ignore[union-attr]
+    assert seen is not None
     async with desk.store.transaction():
         await desk.store.db.execute(
             "UPDATE advisors SET last_seen_at = $2 WHERE mxid = $1",
             rita.user_id,
-            advisor.last_seen_at - window - 1,
+            seen - desk.config.directory.proof_of_life - 1,
         )
+    assert (await desk.store.get_advisor(rita.user_id)).presence is Presence.ONLINE  # type: ignore[union-attr]
     assert not await listed()
