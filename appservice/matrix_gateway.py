@@ -407,6 +407,16 @@ class MautrixGateway:
         return RoomId(room_id)
 
     @_classified
+    async def find_lobby(self, sign: str) -> RoomId | None:
+        # an alias the homeserver does not know makes it ask us (the alias query), which
+        # makes the lobby: found either way, as long as the call sign exists
+        alias = RoomAlias(f"#{self._lobby_alias(sign)}:{self.bot.domain}")
+        try:
+            return RoomId((await self.bot.resolve_room_alias(alias)).room_id)
+        except MNotFound:
+            return None
+
+    @_classified
     async def describe_lobby(
         self, sign: str, lobby: RoomId, name: str, topic: str, listed: bool
     ) -> None:

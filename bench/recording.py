@@ -143,6 +143,9 @@ class RecordingGateway:
         self._record("make_lobby")
         return RoomId(f"!lobby{next(self._ids)}:bench")
 
+    async def find_lobby(self, sign: str) -> RoomId | None:
+        return None
+
     async def describe_lobby(
         self, sign: str, lobby: RoomId, name: str, topic: str, listed: bool
     ) -> None:

@@ -373,6 +373,9 @@ class MatrixGateway(Protocol):
         """The call sign's knock-only lobby (only the bot in it), made completely and then
         bound to the call sign's alias; one bound before is returned, not made again."""
 
+    async def find_lobby(self, sign: str) -> RoomId | None:
+        """The room the call sign's alias points at now, if any."""
+
     async def describe_lobby(
         self, sign: str, lobby: RoomId, name: str, topic: str, listed: bool
     ) -> None:

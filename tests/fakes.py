@@ -672,6 +672,9 @@ class FakeMatrixGateway:
         self.sent.append(("lobby", lobby, sign, name))
         return lobby
 
+    async def find_lobby(self, sign: str) -> RoomId | None:
+        return self.room_keys.get(f"#cs_{sign}")
+
     async def describe_lobby(
         self, sign: str, lobby: RoomId, name: str, topic: str, listed: bool
     ) -> None:

@@ -251,8 +251,26 @@ class CallSignService:
     async def knocked(self, lobby_id: RoomId, user: str, name: str | None) -> None:
         """``user`` knocked on a lobby: if it is a call sign's, they are asking it."""
         call_sign = await self._store.call_sign_by_lobby(lobby_id)
+        if call_sign is None:
+            call_sign = await self._lobby_not_stored_yet(lobby_id)
         if call_sign is not None:
             await self.ask(call_sign.sign, user, name, Via.KNOCK, lobby_id)
+
+    async def _lobby_not_stored_yet(self, room_id: RoomId) -> CallSign | None:
+        """The call sign whose alias points at ``room_id`` though its lobby is not stored
+        yet: a knock can come before the handler that stores it has run (a lobby made
+        before, say by a desk on a restored database, found by its alias)."""
+        for call_sign in await self._store.call_signs():
+            if (
+                call_sign.lobby_id is None
+                and await self._gateway.find_lobby(call_sign.sign) == room_id
+            ):
+                async with self._uow():
+                    current = await self._store.get_call_sign(call_sign.sign)
+                    if current is not None and current.lobby_id is None:
+                        await self._store.save_call_sign(current.lobby_made(room_id))
+                return call_sign
+        return None
 
     async def invited(self, sign: str, room_id: RoomId, user: str) -> None:
         """``user`` invited the call sign's user to a direct chat: they are asking it."""

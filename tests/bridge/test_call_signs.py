@@ -317,3 +317,21 @@ async def test_a_listing_the_homeserver_refuses_is_told_to_the_admin_not_retried
     assert len(told) == 1 and "room_list_publication_rules" in told[0][2]
     assert not desk.store.outbox.kinds("parked")
     assert (await desk.store.get_call_sign("billing-es")).listed  # type: ignore[union-attr]
+
+
+async def test_a_knock_on_a_lobby_made_before_but_not_stored_yet_is_not_lost(
+    desk: Desk,
+) -> None:
+    """The lobby's alias was bound before (a desk on a restored database, another process):
+    a knock that comes before the handler stored the lobby finds it by the alias."""
+    await desk.advisor(ANA)
+    await desk.core.call_signs.set("billing-es", ANA)  # its handler has not run yet
+    old = RoomId("!old-lobby:test")
+    desk.gateway.room_keys["#cs_billing-es"] = old
+    await desk.core.call_signs.knocked(old, LOBBY_KNOCKER, "Kim")
+    await desk.core.call_signs.knocked(RoomId("!unrelated:test"), "@x:elsewhere", None)
+    await desk.settle()
+    [conversation] = await desk.store.open_conversations()
+    assert conversation.asker == LOBBY_KNOCKER
+    assert (await desk.store.get_call_sign("billing-es")).lobby_id == old  # type: ignore[union-attr]
+    assert not desk.gateway.of("lobby")  # found, not made again
