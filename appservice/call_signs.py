@@ -6,18 +6,16 @@ in our namespace, or looks up a user in it, that it does not know yet. A call si
 is registered on demand. The answer stays fast: the lobby is usually made already, when the
 call sign was set.
 
-Start-up also uses the alias question to learn whether the homeserver's registration has the
-call signs' alias namespace (:meth:`CallSignQueries.namespace_missing`): an installation from
-before call signs lacks it until the admin regenerates the registration.
+Start-up also learns whether the homeserver's registration has the call signs' alias namespace
+(:meth:`CallSignQueries.namespace_missing`): an installation from before call signs lacks it
+until the admin regenerates the registration.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 
-from mautrix.errors import MNotFound
-from mautrix.types import RoomAlias
+from mautrix.errors import MatrixRequestError
 
 from bridge.callsigns import is_sign
 from bridge.services.callsigns import CallSignService
@@ -27,7 +25,7 @@ from .matrix_gateway import MautrixGateway
 
 log = logging.getLogger(__name__)
 
-PROBE = "_probe_"  # no call sign contains "_": a probe never meets a real one
+PROBE = "_probe"  # no call sign contains "_": the probe never meets a real one
 
 
 class CallSignQueries:
@@ -38,13 +36,12 @@ class CallSignQueries:
         self._call_signs = call_signs
         self._gateway = gateway
         self._ready = False
-        self._probes: set[str] = set()
         prefix = config.directory.call_sign_alias_prefix
         self._alias = (f"#{prefix}", f":{config.homeserver.domain}")
         self._user = (f"@{config.appservice.user_prefix}cs_", f":{config.homeserver.domain}")
 
     def ready(self) -> None:
-        """The database is open: real questions may be answered from now on."""
+        """The database is open: questions may be answered from now on."""
         self._ready = True
 
     @staticmethod
@@ -57,12 +54,7 @@ class CallSignQueries:
     async def alias_exists(self, alias: str) -> bool:
         """Whether ``alias`` is a call sign's (its lobby made, if it was not yet)."""
         sign = self._inside(alias, self._alias)
-        if sign is None:
-            return False
-        if sign.startswith(PROBE):
-            self._probes.add(sign)
-            return False
-        if not self._ready or not is_sign(sign):
+        if sign is None or not self._ready or not is_sign(sign):
             return False
         return await self._call_signs.lobby(sign) is not None
 
@@ -77,13 +69,16 @@ class CallSignQueries:
         return True
 
     async def namespace_missing(self) -> bool:
-        """Ask the homeserver to resolve a probe alias of the call signs' namespace: a
-        homeserver whose registration has the namespace asks us about it first; one without
-        it answers "not found" without asking."""
-        probe = f"{PROBE}{secrets.token_hex(6)}"
-        alias = RoomAlias(f"{self._alias[0]}{probe}{self._alias[1]}")
+        """Whether the homeserver's registration lacks the call signs' alias namespace: the
+        appservice deletes a (never made) alias of it, which the homeserver refuses with
+        ``M_EXCLUSIVE`` outside the appservice's namespaces and answers "not found" inside.
+        Nothing is asked of this process's endpoint, so it holds for several processes
+        behind one registration too."""
+        probe = f"{self._config.directory.call_sign_alias_prefix}{PROBE}"
         try:
-            await self._gateway.bot.resolve_room_alias(alias)
-        except MNotFound:
-            pass
-        return probe not in self._probes
+            await self._gateway.bot.remove_room_alias(probe)  # "not found" is ignored
+        except MatrixRequestError as e:
+            if e.errcode == "M_EXCLUSIVE":
+                return True
+            raise
+        return False

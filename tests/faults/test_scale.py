@@ -40,12 +40,12 @@ async def two_processes(homeserver, tmp_path):
                 },
             )
             processes.append(SwitchboardProcess(path))
-        for process in processes:
-            await asyncio.to_thread(process.start)
         try:
+            for process in processes:
+                await asyncio.to_thread(process.start)
             yield admin, processes[0], processes[1]
         finally:
-            for process in processes:
+            for process in processes:  # also A when B did not start: its port is the session's
                 process.stop()
 
 
