@@ -17,9 +17,10 @@ from pathlib import Path
 
 from . import logs
 from .__main__ import wait_for_stop_signal
-from .config import generate, load
+from .config import generate, load, write_registration
 
 SERVER_NAME = "localhost"
+DEMO_CALL_SIGN = "help"
 #: What the demo extra adds: the module it is imported as, and the distribution to install.
 DEMO_EXTRA = (("synapse", "matrix-synapse"), ("yaml", "PyYAML"))
 
@@ -67,6 +68,9 @@ async def run_demo(data_dir: Path) -> None:
     )
     if config_path.exists():
         config = load(config_path)
+        # the demo owns its homeserver: a registration from an older version (without the
+        # call signs' namespace, say) is written anew before the homeserver loads it
+        write_registration(config, registration)
     else:
         as_port, portal_port = _port(29330), _port(29331)
         portal_url = f"http://127.0.0.1:{portal_port}"
@@ -106,11 +110,20 @@ async def run_demo(data_dir: Path) -> None:
         _, created = await switchboard.advisors.add(ana, "Ana")
         if created:  # welcomed in a direct chat with the bot, from the outbox
             await switchboard.advisors.set_available(ana, True)
+        call_signs = switchboard.desk.call_signs
+        if not await call_signs.exists(DEMO_CALL_SIGN):
+            await call_signs.set(DEMO_CALL_SIGN, ana, "help ayuda billing facturación")
+        alias, user = switchboard.gateway.call_sign_address(DEMO_CALL_SIGN)
         _say("[3/3] Ready.\n")
         _say(f"  Visitor portal:  {config.portal.public_url}/")
         _say(f"  Homeserver:      {homeserver.url}  (server name {SERVER_NAME})")
         _say(f"  Advisor login:   user ana, password {credentials['ana']}")
         _say(f"  Admin login:     user admin, password {credentials['admin']}")
+        _say(
+            f'  Call sign:       {DEMO_CALL_SIGN} (Ana): type "ayuda" in the portal\'s search box'
+        )
+        _say(f"                   once Ana is online, or from Matrix knock on {alias}")
+        _say(f"                   or start a direct chat with {user}")
         _say("  Log in with any Matrix client (e.g. Element: change the homeserver to the URL")
         _say("  above). Ana is available; visitors arrive as invites. Talk to the bot")
         _say(f"  {config.bot_mxid} with !help. Data is kept in {data_dir}.")
