@@ -232,6 +232,19 @@ def _since(request: web.Request) -> int:
 # -- views ---------------------------------------------------------------------------------
 
 
+async def _offers_call_signs(request: web.Request) -> bool:
+    """Whether the form shows the call-sign search (a desk without call signs would show a box
+    that never finds anything). Not before the desk is ready, and never at the cost of the
+    page: a failure to tell hides the box."""
+    if request.app[NOT_READY]() is not None:
+        return False
+    try:
+        return await request.app[CONVERSATIONS].offers_call_signs()
+    except Exception:
+        log.warning("could not tell whether the desk has call signs", exc_info=True)
+        return False
+
+
 async def portal_page(request: web.Request) -> web.Response:
     settings, sessions = request.app[SETTINGS], request.app[SESSIONS]
     token = sessions.token(request)
@@ -239,6 +252,7 @@ async def portal_page(request: web.Request) -> web.Response:
         "org_name": settings.org_name,
         "topics": [{"id": k, "label": v} for k, v in settings.topics.items()],
         "asset": request.app[ASSETS].url,
+        "call_signs": await _offers_call_signs(request),
     }
     response = aiohttp_jinja2.render_template("portal.html", request, context)
     if token is None:

@@ -193,6 +193,10 @@ class VisitorService:
             )
         return await self._call_signs.search(text, limit=MAX_FOUND)
 
+    async def offers_call_signs(self) -> bool:
+        """Whether the desk has any call sign (else the page has no search box to show)."""
+        return bool(await self._store.call_signs())
+
     async def current(self, session_hash: str) -> Conversation | None:
         visitor = await self._store.visitor_by_session(session_hash)
         if visitor is None:

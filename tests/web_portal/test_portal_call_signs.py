@@ -247,3 +247,17 @@ async def test_the_start_page_has_a_labelled_search_box(portal: Portal) -> None:
     ):
         assert attribute in box.group(0)
     assert re.search(r'<ul id="callsign-list"[^>]*role="listbox"', page)
+
+
+async def test_the_form_shows_the_search_box_only_when_the_desk_has_call_signs(
+    portal: Portal,
+) -> None:
+    """A desk without call signs would show a box that never finds anything."""
+    box = re.compile(r'<div class="field callsign"( hidden)?>')
+    page = await (await (await portal.visitor()).client.get("/")).text()
+    match = box.search(page)
+    assert match is not None and match.group(1) == " hidden"
+    await with_call_signs(portal)
+    page = await (await (await portal.visitor()).client.get("/")).text()
+    match = box.search(page)
+    assert match is not None and match.group(1) is None
