@@ -308,7 +308,7 @@ class CallSignService:
                 server = rules.server_of(user)
                 held = rules.open_from(await self._store.open_conversations(), server)
                 if held >= self._settings.max_open_per_server:
-                    log.warning("refused %s: %d conversations of %s are open", user, held, server)
+                    log.info("refused %s: %d conversations of %s are open", user, held, server)
                     await self._refuse(user, via, room_id, sign, TOO_MANY.format(server=server))
                     return
             conversation = await self._open(key, visitor, sign, user, name, via, room_id)
