@@ -80,5 +80,7 @@ class CallSignQueries:
         except MatrixRequestError as e:
             if e.errcode == "M_EXCLUSIVE":
                 return True
-            raise
+            log.warning("could not check the call signs' alias namespace: %s", e)
+        except Exception as e:  # the homeserver answered the ping a moment ago: a blip
+            log.warning("could not check the call signs' alias namespace: %s", e)
         return False

@@ -118,8 +118,9 @@ class MatrixEventHandler:
             return
         sign = self._call_sign_of(target)
         if sign is not None:
-            if membership == "invite" and not self._ours(sender):
-                # a direct chat with a call sign's user: asking it
+            if membership == "invite" and not self._ours(sender) and content.get("is_direct"):
+                # a direct chat with a call sign's user: asking it (an invite to any other
+                # room, or for a call sign that does not exist, is left unanswered)
                 await self._call_signs.invited(sign, room_id, sender)
             return
         if self._ours(target):

@@ -116,12 +116,12 @@ class MautrixGateway:
         return mxid
 
     @_classified
-    async def create_room(self, invitee: str, name: str, topic: str, key: str) -> RoomId:
+    async def create_room(self, invitee: str | None, name: str, topic: str, key: str) -> RoomId:
         room_id, made = await self._create_once(
             key,
             name=name,
             topic=topic,
-            invitees=[UserID(invitee)],
+            invitees=[UserID(invitee)] if invitee else [],
             # the visitor may talk but not invite, kick, rename or change the room
             power_level_override={
                 "invite": 50,
@@ -132,7 +132,7 @@ class MautrixGateway:
                 "events_default": 0,
             },
         )
-        if not made:  # its invite may not have gone out before the answer was lost
+        if not made and invitee:  # its invite may not have gone out before the answer was lost
             await self._invite(room_id, invitee)
         return room_id
 
@@ -473,10 +473,15 @@ class MautrixGateway:
     async def call_sign_says(self, sign: str, room_id: RoomId, text: str, txn_id: str) -> None:
         intent = self.puppet(self._config.call_sign_user(sign))
         await intent.ensure_registered()
-        # joins on the invite (a direct chat); one already joined is done
-        await intent.join_room_by_id(RoomID(room_id))
         content = TextMessageEventContent(msgtype=MessageType.NOTICE, body=text)
-        await _send_message(intent, room_id, content, txn_id)
+        try:
+            # joins on the invite (a direct chat); one already joined is done
+            await intent.join_room_by_id(RoomID(room_id))
+            await _send_message(intent, room_id, content, txn_id)
+        except (MForbidden, MNotFound) as e:
+            # the asker took the invite back, removed the call sign's user or left: there is
+            # nobody to tell there any more
+            log.info("call sign %s cannot speak in %s (%s)", sign, room_id, e)
 
     def is_local(self, user: AdvisorMxid) -> bool:
         return user.endswith(f":{self._config.homeserver.domain}")

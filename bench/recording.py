@@ -53,7 +53,7 @@ class RecordingGateway:
         self._record("create_puppet")
         return PuppetMxid(f"@sb_visitor_{visitor.id}:bench")
 
-    async def create_room(self, invitee: str, name: str, topic: str, key: str) -> RoomId:
+    async def create_room(self, invitee: str | None, name: str, topic: str, key: str) -> RoomId:
         self._record("create_room")
         return RoomId(f"!made{next(self._ids)}:bench")
 

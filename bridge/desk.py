@@ -66,7 +66,7 @@ def build_desk(
     uow = UnitOfWork(store, clock, outbox.wake)
     presenter = Presenter(store, channel, settings.topics)
     queue = QueueService(store, uow, presenter, clock, settings.routing, metrics)
-    call_signs = CallSignService(store, uow, gateway, clock, settings.call_signs)
+    call_signs = CallSignService(store, uow, gateway, clock, queue, settings.call_signs)
     visitors = VisitorService(
         store,
         uow,

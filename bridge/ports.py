@@ -168,6 +168,10 @@ class CallSigns(Protocol):
         """Insert, or overwrite the target, keywords, listing and lobby of an existing one."""
 
     async def remove_call_sign(self, sign: str) -> bool: ...
+    async def lobby_found(self, sign: str, lobby_id: RoomId) -> None:
+        """Store the call sign's lobby if none is stored yet (only that column: a concurrent
+        change of its target or keywords stays)."""
+
     async def add_call_sign_chat(self, room_id: RoomId, sign: str, user: str) -> None:
         """Remember that ``user`` opened the direct chat ``room_id`` with the call sign's
         user (again: overwritten)."""
@@ -285,9 +289,9 @@ class MatrixGateway(Protocol):
     async def create_puppet(self, visitor: Visitor) -> PuppetMxid:
         """Register (if needed) the visitor's puppet and set its display name."""
 
-    async def create_room(self, invitee: str, name: str, topic: str, key: str) -> RoomId:
+    async def create_room(self, invitee: str | None, name: str, topic: str, key: str) -> RoomId:
         """Create a private conversation room: the bot in it, ``invitee`` (the visitor's
-        puppet, or a Matrix user who asked a call sign) invited.
+        puppet; None for a Matrix user who asked a call sign, invited later) invited.
 
         Idempotent per ``key``: a room made under the same key before (its answer lost, or the
         process died before storing it) is returned, with the invitee invited, not made

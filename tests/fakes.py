@@ -258,6 +258,11 @@ class MemoryStore:
             del self.call_sign_chats[room]
         return self.call_signs_.pop(sign, None) is not None
 
+    async def lobby_found(self, sign: str, lobby_id: RoomId) -> None:
+        known = self.call_signs_.get(sign)
+        if known is not None and known.lobby_id is None:
+            self.call_signs_[sign] = known.lobby_made(lobby_id)
+
     async def add_call_sign_chat(self, room_id: RoomId, sign: str, user: str) -> None:
         self.call_sign_chats[room_id] = (sign, user)
 
@@ -527,7 +532,7 @@ class FakeMatrixGateway:
         self.sent.append(("puppet", mxid, f"{visitor.name} (visitor)"))
         return mxid
 
-    async def create_room(self, invitee: str, name: str, topic: str, key: str) -> RoomId:
+    async def create_room(self, invitee: str | None, name: str, topic: str, key: str) -> RoomId:
         self._maybe_fail()
         if key in self.room_keys:
             return self.room_keys[key]

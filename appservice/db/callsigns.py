@@ -68,6 +68,13 @@ class SqlCallSigns:
         )
         return removed is not None
 
+    async def lobby_found(self, sign: str, lobby_id: RoomId) -> None:
+        await self.db.execute(
+            "UPDATE call_signs SET lobby_id = $2 WHERE sign = $1 AND lobby_id IS NULL",
+            sign,
+            lobby_id,
+        )
+
     async def add_call_sign_chat(self, room_id: RoomId, sign: str, user: str) -> None:
         await self.db.execute(
             "INSERT INTO call_sign_chats (room_id, sign, user_id) VALUES ($1, $2, $3) "

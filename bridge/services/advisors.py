@@ -76,6 +76,12 @@ class AdvisorService:
 
     async def remove(self, mxid: str) -> None:
         advisor_id = parse_mxid(mxid)
+        signs = [c.sign for c in await self._store.call_signs() if c.advisor == advisor_id]
+        if signs:
+            raise InvalidInput(
+                f"The call sign {signs[0]} reaches {advisor_id}; give it another target "
+                f"(!callsign set {signs[0]} …) or remove it (!callsign remove {signs[0]}) first."
+            )
         async with self._uow() as batch:
             groups = await self._store.memberships_of(advisor_id)
             if not await self._store.remove_advisor(advisor_id):

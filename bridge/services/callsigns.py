@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from .. import callsigns as rules
 from .. import groups as group_rules
 from ..callsigns import CallSign, Via
-from ..errors import InvalidInput, NotAllowed, NotFound
+from ..errors import InvalidInput, NotAllowed, NotFound, TemporarilyUnavailable
 from ..events import (
     AskerAnswered,
     AskRefused,
@@ -33,21 +33,30 @@ from ..model import (
     ConversationId,
     ConversationStatus,
     RoomId,
+    Sender,
     Visitor,
     parse_mxid,
 )
 from ..outbox import Attempt, Handlers, UnitOfWork
 from ..ports import Clock, MatrixGateway, Store
+from .queue import QueueService
 from .visitors import new_visitor_id
 
 log = logging.getLogger(__name__)
 
 NO_SUCH = "There is no call sign {sign} (any more)."
+UNREACHABLE_ASKER = "We could not invite you to your conversation: your homeserver refused it."
+#: tries of an asker's invite while their homeserver is unreachable, before the chat ends
+INVITE_TRIES = 8
 NOT_LISTED = (
     "Allow Switchboard's bot to publish rooms in the homeserver's configuration (Synapse: "
     "room_list_publication_rules, see the README), then say !callsign publish <sign> on again."
 )
 TOO_MANY = "Too many conversations from {server} are open right now; please try again in a while."
+
+
+#: a direct chat with a call sign's user: (room, sign, the user who opened it)
+Chat = tuple[RoomId, str, str]
 
 
 @dataclass(frozen=True)
@@ -86,12 +95,14 @@ class CallSignService:
         uow: UnitOfWork,
         gateway: MatrixGateway,
         clock: Clock,
+        queue: QueueService,
         settings: CallSignSettings = CallSignSettings(),
     ) -> None:
         self._store = store
         self._uow = uow
         self._gateway = gateway
         self._clock = clock
+        self._queue = queue
         self._settings = settings
         self._askers = KeyedLock()
 
@@ -265,53 +276,70 @@ class CallSignService:
                 call_sign.lobby_id is None
                 and await self._gateway.find_lobby(call_sign.sign) == room_id
             ):
-                async with self._uow():
-                    current = await self._store.get_call_sign(call_sign.sign)
-                    if current is not None and current.lobby_id is None:
-                        await self._store.save_call_sign(current.lobby_made(room_id))
+                # on its own, not in a unit of work: that would mark the knock handled before
+                # the ask is (see :meth:`ask`)
+                await self._store.lobby_found(call_sign.sign, room_id)
                 return call_sign
         return None
 
     async def invited(self, sign: str, room_id: RoomId, user: str) -> None:
-        """``user`` invited the call sign's user to a direct chat: they are asking it."""
-        async with self._uow():
-            await self._store.add_call_sign_chat(room_id, sign, user)
-        await self.ask(sign, user, None, Via.DIRECT, room_id)
+        """``user`` invited the call sign's user to a direct chat: they are asking it. An
+        invite for a call sign that does not exist is left unanswered: nobody's made-up name
+        becomes an account or a row."""
+        if await self._store.get_call_sign(sign) is None:
+            log.info("ignored an invite of call sign %s, which does not exist", sign)
+            return
+        await self.ask(sign, user, None, Via.DIRECT, room_id, remember_chat=True)
 
     async def chat_message(self, room_id: RoomId, sender: str) -> bool:
-        """A message in a direct chat with a call sign's user asks again (the open
-        conversation is pointed to, or a new one opened). False: not such a chat."""
+        """A message in a direct chat with a call sign's user: from the user who opened it,
+        it asks again (the open conversation is pointed to, or a new one opened); from
+        anyone else it is ignored (no command runs there). False: not such a chat."""
         chat = await self._store.call_sign_chat(room_id)
-        if chat is None or chat[1] != sender:
+        if chat is None:
             return False
-        await self.ask(chat[0], sender, None, Via.DIRECT, room_id)
+        if chat[1] == sender:
+            await self.ask(chat[0], sender, None, Via.DIRECT, room_id)
         return True
 
-    async def ask(self, sign: str, user: str, name: str | None, via: str, room_id: RoomId) -> None:
+    async def ask(
+        self,
+        sign: str,
+        user: str,
+        name: str | None,
+        via: str,
+        room_id: RoomId,
+        *,
+        remember_chat: bool = False,
+    ) -> None:
         """``user`` asks the call sign ``sign`` (``via`` a knock on ``room_id``, its lobby, or
         in the direct chat ``room_id``). They get a conversation of their own, routed like a
         portal visitor's to the call sign's advisor or group; asking again while it is open
-        points them to it. Open conversations of one other homeserver are capped."""
+        points them to it. Open conversations of one other homeserver are capped.
+        ``remember_chat``: the direct chat is recorded (with whatever the ask commits, so
+        that the Matrix event is marked handled only with the whole of it)."""
         key = rules.asker_key(sign, user)
+        chat = (room_id, sign, user) if remember_chat else None
         async with self._askers(key):
             call_sign = await self._store.get_call_sign(sign)
             if call_sign is None:
-                await self._refuse(user, via, room_id, sign, NO_SUCH.format(sign=sign))
+                await self._refuse(user, via, room_id, sign, NO_SUCH.format(sign=sign), chat)
                 return
             visitor = await self._store.visitor_by_session(key)
             if visitor is not None:
                 current = await self._store.latest_conversation(visitor.id)
                 if current is not None and current.status.is_open:
-                    await self._answer(current, user, via, room_id, sign)
+                    await self._answer(current, user, via, room_id, sign, chat)
                     return
             if not self._gateway.is_local(AdvisorMxid(user)):
                 server = rules.server_of(user)
                 held = rules.open_from(await self._store.open_conversations(), server)
                 if held >= self._settings.max_open_per_server:
                     log.info("refused %s: %d conversations of %s are open", user, held, server)
-                    await self._refuse(user, via, room_id, sign, TOO_MANY.format(server=server))
+                    reason = TOO_MANY.format(server=server)
+                    await self._refuse(user, via, room_id, sign, reason, chat)
                     return
-            conversation = await self._open(key, visitor, sign, user, name, via, room_id)
+            conversation = await self._open(key, visitor, sign, user, name, via, room_id, chat)
         working_on(conversation.id)
         log.info("conversation %s opened by %s asking call sign %s", conversation.id, user, sign)
 
@@ -324,6 +352,7 @@ class CallSignService:
         name: str | None,
         via: str,
         room_id: RoomId,
+        chat: Chat | None,
     ) -> Conversation:
         now = self._clock.now()
         given = Visitor(
@@ -333,6 +362,7 @@ class CallSignService:
             now,
         )
         async with self._uow() as batch:
+            await self._remember(chat)
             stored = await self._store.add_visitor(given, key)
             conversation = Conversation(
                 id=ConversationId(uuid.uuid4().hex),
@@ -360,14 +390,32 @@ class CallSignService:
         return conversation
 
     async def _answer(
-        self, conversation: Conversation, user: str, via: str, room_id: RoomId, sign: str
+        self,
+        conversation: Conversation,
+        user: str,
+        via: str,
+        room_id: RoomId,
+        sign: str,
+        chat: Chat | None,
+    ) -> None:
+        """Point the asker to their open conversation again, unless an answer to them is
+        still pending (a flood of asks adds no rows)."""
+        answer = AskerAnswered(conversation.id, user, via, room_id, sign, _txn())
+        async with self._uow() as batch:
+            await self._remember(chat)
+            if not await self._store.outbox.pending(answer.key, type(answer).__name__):
+                batch.raise_([answer])
+
+    async def _refuse(
+        self, user: str, via: str, room_id: RoomId, sign: str, reason: str, chat: Chat | None
     ) -> None:
         async with self._uow() as batch:
-            batch.raise_([AskerAnswered(conversation.id, user, via, room_id, sign, _txn())])
-
-    async def _refuse(self, user: str, via: str, room_id: RoomId, sign: str, reason: str) -> None:
-        async with self._uow() as batch:
+            await self._remember(chat)
             batch.raise_([AskRefused(user, via, room_id, sign, reason, _txn())])
+
+    async def _remember(self, chat: Chat | None) -> None:
+        if chat is not None:
+            await self._store.add_call_sign_chat(*chat)
 
     # -- the homeserver's questions (alias and user queries) ---------------------------------
 
@@ -395,10 +443,7 @@ class CallSignService:
     async def _make_lobby(self, call_sign: CallSign) -> RoomId:
         name, topic = await self._lobby_text(call_sign)
         lobby = await self._gateway.make_lobby(call_sign.sign, name, topic)
-        async with self._uow():
-            current = await self._store.get_call_sign(call_sign.sign)
-            if current is not None and current.lobby_id != lobby:
-                await self._store.save_call_sign(current.lobby_made(lobby))
+        await self._store.lobby_found(call_sign.sign, lobby)
         return lobby
 
     async def _lobby_text(self, call_sign: CallSign) -> tuple[str, str]:
@@ -411,7 +456,8 @@ class CallSignService:
             f"start a direct chat with {user}: either way you get a room of your own with an "
             "advisor. Nobody else sees who asked."
         )
-        return f"{name} ({call_sign.sign})", topic
+        title = call_sign.sign if name == call_sign.sign else f"{name} ({call_sign.sign})"
+        return title, topic
 
     async def shape_lobby(self, event: CallSignSet, attempt: Attempt) -> None:
         call_sign = await self._store.get_call_sign(event.sign)
@@ -437,25 +483,43 @@ class CallSignService:
         await self._gateway.close_lobby(event.sign, event.lobby_id)
 
     async def answer(self, event: AskerAnswered, attempt: Attempt) -> None:
-        """Tell the asker where their conversation is: a knock is rejected with the room's
-        id as the reason (knockers see nothing of the lobby), a direct chat gets a notice
-        with a link. Asked again, they are invited again (they may have lost the invite)."""
+        """Invite the asker to their conversation's room and tell them where it is: a knock
+        is rejected with the room's id as the reason (knockers see nothing of the lobby), a
+        direct chat gets a notice with a link. Asked again, they are invited again (they may
+        have lost the invite). An asker whose homeserver keeps failing or refuses the invite
+        cannot take part: the conversation ends, and they are told to try later."""
         conversation = await self._store.get_conversation(event.conversation_id)
         if conversation is None or conversation.room_id is None:
             return  # ended before it had a room
         room = conversation.room_id
         if not conversation.status.is_open:
             text = "That conversation has ended; ask again for a new one."
-        else:
-            await self._gateway.invite_asker(room, event.asker)
+        elif await self._invited(room, event.asker, attempt):
             text = (
                 f"Your conversation ({event.sign}) is the room {room}: accept its invite. "
                 f"https://matrix.to/#/{room}"
             )
+        else:
+            await self._queue.end(conversation.id, Sender.SYSTEM, UNREACHABLE_ASKER)
+            text = UNREACHABLE_ASKER + " Please try again later."
         if event.via == Via.KNOCK:
             await self._gateway.reject_knock(event.room_id, event.asker, text)
         else:
             await self._gateway.call_sign_says(event.sign, event.room_id, text, event.txn_id)
+
+    async def _invited(self, room: RoomId, asker: str, attempt: Attempt) -> bool:
+        """Whether the asker could be invited (a homeserver away is waited for a while)."""
+        try:
+            await self._gateway.invite_asker(room, asker)
+        except TemporarilyUnavailable as e:
+            if attempt.tries < INVITE_TRIES:
+                raise
+            log.warning("could not invite %s to %s: %s", asker, room, e)
+            return False
+        except Exception as e:  # their homeserver refused it
+            log.warning("could not invite %s to %s: %s", asker, room, e)
+            return False
+        return True
 
     async def refuse(self, event: AskRefused, attempt: Attempt) -> None:
         if event.via == Via.KNOCK:
@@ -475,8 +539,10 @@ def _describe(
 ) -> tuple[str, str]:
     """(target as an admin writes it, display name) of what the call sign reaches."""
     if call_sign.advisor is not None:
+        # shown to the public: the display name, never a Matrix id (nor its localpart)
         advisor = advisors.get(call_sign.advisor)
-        return call_sign.advisor, advisor.name if advisor else call_sign.advisor
+        name = advisor.display_name if advisor and advisor.display_name else call_sign.sign
+        return call_sign.advisor, name
     assert call_sign.group_id is not None
     group = tree.get(call_sign.group_id)
     if group is None:

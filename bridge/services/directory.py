@@ -95,10 +95,18 @@ class DirectoryService:
         ]
         signs = []
         if self._call_signs is not None:
+            # an isolated group's members see only the call signs of its people and groups
+            people = {a.mxid for a in advisors}
+            groups_seen = {e.group.id for e in entries}
             signs = [
                 line
                 for line in await self._call_signs.lines()
                 if keywords.matches(query, line.call_sign.sign, line.call_sign.keywords, line.name)
+                and (
+                    scope is None
+                    or line.call_sign.advisor in people
+                    or line.call_sign.group_id in groups_seen
+                )
             ]
         return Found(groups, sorted(found, key=lambda e: e.advisor.mxid), scope, signs)
 

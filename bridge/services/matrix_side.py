@@ -87,7 +87,10 @@ class MatrixSide:
             name = f"{visitor.name} (visitor)"
             about = self._presenter.topic_label(conversation.topic)
         room_id = await self._gateway.create_room(
-            conversation.asker or puppet or "",
+            # a Matrix user is invited by the answer to their ask (AskerAnswered, next on this
+            # key), where an invite their homeserver refuses ends the chat; createRoom would
+            # fail whole
+            puppet,
             name=name,
             topic=f"Switchboard: {about}",
             key=room_key(conversation),

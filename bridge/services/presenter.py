@@ -72,9 +72,9 @@ class Presenter:
         call_sign = await self._store.get_call_sign(conversation.call_sign)
         if call_sign is None:
             return None
-        if call_sign.advisor is not None:
+        if call_sign.advisor is not None:  # their display name, never their Matrix id
             advisor = await self._store.get_advisor(call_sign.advisor)
-            return advisor.name if advisor else None
+            return advisor.display_name if advisor and advisor.display_name else call_sign.sign
         group = await self._store.get_group(call_sign.group_id) if call_sign.group_id else None
         return group.name if group else None
 

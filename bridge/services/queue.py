@@ -129,11 +129,12 @@ class QueueService:
                 for conversation in queue_order(conversations):
                     if ring.exhausted:
                         break
-                    if conversation.room_id is None:
-                        continue  # offered once its room is made
                     pool = pools.for_conversation(conversation)
                     advisor = ring.next_in(pool, conversation.skipped)
-                    if advisor is None:
+                    if advisor is None or conversation.room_id is None:
+                        # no room yet: offered once it is made (a pass follows), and the
+                        # advisor it would get is kept for it meanwhile, so that a later
+                        # visitor whose room came first does not overtake it
                         continue
                     offer, events = conversation.offer(advisor, now, self._settings.invite_timeout)
                     batch.raise_(events)

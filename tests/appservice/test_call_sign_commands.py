@@ -105,7 +105,7 @@ async def test_only_admins_manage_call_signs_and_advisors_find_them(bot: Bot) ->
     await bot.core.advisors.presence_changed(ANA, Presence.ONLINE)
     await bot.say(ANA, "!available")
     (said,) = await bot.say(ANA, "!find FACTURACION")
-    assert f"● billing-es → {ANA} (ana) — facturación" in said.splitlines()
+    assert f"● billing-es → {ANA} (billing-es) — facturación" in said.splitlines()
 
 
 SECRET = "s" * 32
@@ -121,14 +121,14 @@ def handler(bot: Bot) -> MatrixEventHandler:
     return MatrixEventHandler(load(EXAMPLE_CONFIG, env=ENV), bot.core, bot.registry)
 
 
-def member(room: str, sender: str, target: str, membership: str) -> dict:
+def member(room: str, sender: str, target: str, membership: str, direct: bool = True) -> dict:
     return {
         "type": "m.room.member",
         "room_id": room,
         "sender": sender,
         "state_key": target,
         "event_id": f"${room}{target}{membership}",
-        "content": {"membership": membership, "displayname": "Kim"},
+        "content": {"membership": membership, "displayname": "Kim", "is_direct": direct},
     }
 
 
@@ -136,8 +136,13 @@ async def test_an_invite_of_a_call_signs_user_or_a_knock_asks_it(bot: Bot) -> No
     await bot.say(ADMIN, f"!callsign set billing-es {ANA}")
     events = handler(bot)
     await events.handle(member("!dm:elsewhere", KIM, "@sb_cs_billing-es:test", "invite"))
-    # not a valid call sign: nothing is asked (and no user is made for it)
+    # not a valid call sign, one that does not exist, or a room that is no direct chat:
+    # nothing is asked, no user is made, no row is written
     await events.handle(member("!dm2:elsewhere", KIM, "@sb_cs_Billing:test", "invite"))
+    await events.handle(member("!dm3:elsewhere", KIM, "@sb_cs_nobody:test", "invite"))
+    await events.handle(
+        member("!big:elsewhere", "@mo:elsewhere", "@sb_cs_billing-es:test", "invite", False)
+    )
     lobby = (await bot.store.get_call_sign("billing-es")).lobby_id  # type: ignore[union-attr]
     assert lobby is not None
     await events.handle(member(lobby, "@lee:elsewhere", "@lee:elsewhere", "knock"))
@@ -147,6 +152,7 @@ async def test_an_invite_of_a_call_signs_user_or_a_knock_asks_it(bot: Bot) -> No
     askers = sorted(c.asker or "" for c in await bot.store.open_conversations())
     assert askers == ["@kim:elsewhere", "@lee:elsewhere"]
     assert [s[1] for s in bot.gateway.of("call-sign-says")] == [RoomId("!dm:elsewhere")]
+    assert set(bot.store.call_sign_chats) == {RoomId("!dm:elsewhere")}
 
 
 class UserMaker:

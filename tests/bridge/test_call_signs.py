@@ -130,7 +130,8 @@ async def test_setting_a_call_sign_makes_its_lobby_and_names_it_after_its_adviso
     stored = await desk.store.get_call_sign("billing-es")
     assert stored is not None and stored.lobby_id is not None
     assert desk.gateway.of("lobby") == [
-        ("lobby", stored.lobby_id, "billing-es", "ana (billing-es)")
+        # no display name known yet: the sign names it (the public never sees a Matrix id)
+        ("lobby", stored.lobby_id, "billing-es", "billing-es")
     ]
     assert desk.gateway.of("lobby-described")[-1][3] is False  # not listed until published
     await desk.core.call_signs.set_listed("billing-es", True)
@@ -170,7 +171,8 @@ async def test_a_knock_opens_a_private_conversation_routed_to_the_call_signs_adv
     assert len(open_) == 3 and {c.asker for c in open_} == {f"@kim{i}:elsewhere" for i in range(3)}
     assert all(c.advisor in (None, AdvisorMxid(ANA)) for c in open_)
     rooms = desk.gateway.of("room")
-    assert {r[2] for r in rooms} == {f"@kim{i}:elsewhere" for i in range(3)}  # each invited
+    invited = {(r[1], r[2]) for r in desk.gateway.of("asker-invited")}
+    assert invited == {(r[1], f"@kim{i}:elsewhere") for i, r in enumerate(rooms)}  # each own
     assert len({r[1] for r in rooms}) == 3  # a room each: nobody sees who else asked
     rejected = desk.gateway.of("knock-rejected")
     assert [r[2] for r in rejected] == [f"@kim{i}:elsewhere" for i in range(3)]
@@ -205,7 +207,8 @@ async def test_a_direct_chat_asks_and_a_message_there_asks_again(desk: Desk) -> 
     says = desk.gateway.of("call-sign-says")
     assert len(says) == 1 and says[0][1] == dm and conversation.room_id in says[0][3]
     assert await desk.core.call_signs.chat_message(dm, FAR)
-    assert not await desk.core.call_signs.chat_message(dm, "@someone-else:elsewhere")
+    # someone else in that chat asks nothing (and runs no command: it is the call sign's)
+    assert await desk.core.call_signs.chat_message(dm, "@someone-else:elsewhere")
     assert not await desk.core.call_signs.chat_message(RoomId("!other:test"), FAR)
     await desk.settle()
     assert len(await desk.store.open_conversations()) == 1
@@ -335,3 +338,51 @@ async def test_a_knock_on_a_lobby_made_before_but_not_stored_yet_is_not_lost(
     assert conversation.asker == LOBBY_KNOCKER
     assert (await desk.store.get_call_sign("billing-es")).lobby_id == old  # type: ignore[union-attr]
     assert not desk.gateway.of("lobby")  # found, not made again
+
+
+async def test_an_advisor_a_call_sign_reaches_cannot_be_removed_until_it_is_moved(
+    desk: Desk,
+) -> None:
+    await desk.advisor(ANA)
+    await with_call_sign(desk)
+    with pytest.raises(InvalidInput, match="call sign billing-es reaches"):
+        await desk.core.advisors.remove(ANA)
+    await desk.core.call_signs.remove("billing-es")
+    await desk.core.advisors.remove(ANA)
+
+
+async def test_an_asker_whose_homeserver_refuses_the_invite_is_told_and_the_chat_ends(
+    desk: Desk,
+) -> None:
+    await desk.advisor(ANA)
+    await with_call_sign(desk)
+    lobby = (await desk.store.get_call_sign("billing-es")).lobby_id  # type: ignore[union-attr]
+    assert lobby is not None
+    await desk.core.call_signs.knocked(lobby, LOBBY_KNOCKER, None)
+    await desk.settle()
+    [conversation] = await desk.store.open_conversations()
+
+    async def refuse(room_id: RoomId, user: str) -> None:
+        raise PermissionError("M_FORBIDDEN: their server refused the invite")
+
+    desk.gateway.invite_asker = refuse  # type: ignore[method-assign]
+    await desk.core.call_signs.knocked(lobby, LOBBY_KNOCKER, None)  # asks again: invited again
+    await desk.settle()
+    ended = await desk.conv(conversation.id)
+    assert ended.status is ConversationStatus.ENDED
+    reason = desk.gateway.of("knock-rejected")[-1][3]
+    assert "could not invite you" in reason and "try again later" in reason
+    assert not desk.store.outbox.kinds("parked")
+
+
+async def test_a_flood_of_asks_adds_one_answer_while_one_is_pending(desk: Desk) -> None:
+    await desk.advisor(ANA)
+    await with_call_sign(desk)
+    dm = RoomId("!dm:elsewhere")
+    await desk.core.call_signs.invited("billing-es", dm, FAR)
+    await desk.settle()
+    for _ in range(20):
+        await desk.core.call_signs.chat_message(dm, FAR)
+    assert desk.store.outbox.kinds().count("AskerAnswered") == 1
+    await desk.settle()
+    assert len(desk.gateway.of("call-sign-says")) == 2  # the first answer, and one more

@@ -49,7 +49,7 @@ async def test_the_search_finds_by_accentless_prefix_only_who_can_answer_now(des
     [found] = await desk.core.visitors.find_call_signs("portugal")
     assert (found.sign, found.name, found.keywords, found.alias) == (
         "billing-pt",
-        "bob",
+        "billing-pt",  # Bob has no display name yet: never his Matrix id, nor its localpart
         "facturación Portugal",
         "#cs_billing-pt:test",
     )
