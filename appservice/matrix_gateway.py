@@ -466,6 +466,18 @@ class MautrixGateway:
             log.debug("no knock of %s to reject in %s (%s)", user, lobby, e)
 
     @_classified
+    async def membership(self, room_id: RoomId, user: str) -> str | None:
+        try:
+            content = await self.bot.api.request(
+                Method.GET,
+                Path.v3.rooms[RoomID(room_id)].state["m.room.member"][UserID(user)],
+            )
+        except MNotFound:
+            return None
+        found = content.get("membership") if isinstance(content, dict) else None
+        return found if isinstance(found, str) else None
+
+    @_classified
     async def invite_asker(self, room_id: RoomId, user: str) -> None:
         await self._invite(room_id, user)
 

@@ -157,6 +157,10 @@ class RecordingGateway:
     async def reject_knock(self, lobby: RoomId, user: str, reason: str) -> None:
         self._record("reject_knock")
 
+    async def membership(self, room_id: RoomId, user: str) -> str | None:
+        self._record("membership")
+        return "join"
+
     async def invite_asker(self, room_id: RoomId, user: str) -> None:
         self._record("invite_asker")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -26,7 +27,7 @@ class DeskSettings:
     topics: Mapping[str, str]
     routing: RoutingSettings = RoutingSettings()
     abandon_after: float = 300.0
-    call_signs: CallSignSettings = CallSignSettings()
+    call_signs: CallSignSettings = CallSignSettings()  # its join_within: abandon_after
 
 
 @dataclass
@@ -66,7 +67,14 @@ def build_desk(
     uow = UnitOfWork(store, clock, outbox.wake)
     presenter = Presenter(store, channel, settings.topics)
     queue = QueueService(store, uow, presenter, clock, settings.routing, metrics)
-    call_signs = CallSignService(store, uow, gateway, clock, queue, settings.call_signs)
+    call_signs = CallSignService(
+        store,
+        uow,
+        gateway,
+        clock,
+        queue,
+        dataclasses.replace(settings.call_signs, join_within=settings.abandon_after),
+    )
     visitors = VisitorService(
         store,
         uow,

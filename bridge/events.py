@@ -411,6 +411,20 @@ class AskerAnswered(DomainEvent):
 
 
 @dataclass(frozen=True)
+class AskerMayNotCome(DomainEvent):
+    """Timer: a Matrix user who asked a call sign has not joined their room by ``due``: if
+    they still have not, the conversation ends (it would hold an advisor's offers, and a place
+    under their server's cap, for someone who never comes)."""
+
+    conversation_id: ConversationId
+    due: float
+
+    @property
+    def key(self) -> str:
+        return f"a:{self.conversation_id}"
+
+
+@dataclass(frozen=True)
 class AskRefused(DomainEvent):
     """A Matrix user's request could not be taken (``reason``, for them): a knock is
     rejected with it, a direct chat is told."""
@@ -456,6 +470,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         CallSignSet,
         CallSignRemoved,
         AskerAnswered,
+        AskerMayNotCome,
         AskRefused,
     )
 }

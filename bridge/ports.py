@@ -394,6 +394,10 @@ class MatrixGateway(Protocol):
         """Refuse ``user``'s knock on the lobby, telling ``reason`` (done when they no longer
         knock)."""
 
+    async def membership(self, room_id: RoomId, user: str) -> str | None:
+        """``user``'s membership of the room as the bot sees it ("join", "invite", "leave"…),
+        None if they have none."""
+
     async def invite_asker(self, room_id: RoomId, user: str) -> None:
         """Invite the Matrix user who asked (one invited or joined already is done)."""
 

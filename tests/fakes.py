@@ -520,6 +520,7 @@ class FakeMatrixGateway:
         self.links: set[tuple[RoomId, RoomId]] = set()  # (parent space, child space)
         self.in_space: set[tuple[RoomId, AdvisorMxid]] = set()  # invited, not kicked
         self.lost_spaces: set[RoomId] = set()  # deleted by hand, or the bot was removed
+        self.memberships: dict[tuple[RoomId, str], str] = {}  # what membership() answers
 
     def _maybe_fail(self) -> None:
         if self.fail_next is not None:
@@ -693,6 +694,9 @@ class FakeMatrixGateway:
     async def reject_knock(self, lobby: RoomId, user: str, reason: str) -> None:
         self._maybe_fail()
         self.sent.append(("knock-rejected", lobby, user, reason))
+
+    async def membership(self, room_id: RoomId, user: str) -> str | None:
+        return self.memberships.get((room_id, user))
 
     async def invite_asker(self, room_id: RoomId, user: str) -> None:
         self._maybe_fail()

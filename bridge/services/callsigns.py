@@ -15,6 +15,7 @@ from ..callsigns import CallSign, Via
 from ..errors import InvalidInput, NotAllowed, NotFound, TemporarilyUnavailable
 from ..events import (
     AskerAnswered,
+    AskerMayNotCome,
     AskRefused,
     BotSaid,
     CallSignRemoved,
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 NO_SUCH = "There is no call sign {sign} (any more)."
 UNREACHABLE_ASKER = "We could not invite you to your conversation: your homeserver refused it."
+NEVER_CAME = "The visitor never joined the chat."
 #: tries of an asker's invite while their homeserver is unreachable, before the chat ends
 INVITE_TRIES = 8
 NOT_LISTED = (
@@ -66,6 +68,9 @@ class CallSignSettings:
     #: seconds since the last proof of life of another homeserver's advisor that public
     #: listings still show them
     proof_of_life: float = 900.0
+    #: seconds an asker has to join their room before the conversation ends (the portal's
+    #: routing.abandon_after: a visitor who never opens the chat)
+    join_within: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -384,6 +389,7 @@ class CallSignService:
                     ConversationOpened(conversation.id),
                     VisitorEntered(conversation.id),
                     AskerAnswered(conversation.id, user, via, room_id, sign, _txn()),
+                    AskerMayNotCome(conversation.id, due=now + self._settings.join_within),
                     QueueChanged(),
                 ]
             )
@@ -439,6 +445,7 @@ class CallSignService:
         handlers.register(CallSignRemoved, self.close_lobby)
         handlers.register(AskerAnswered, self.answer)
         handlers.register(AskRefused, self.refuse)
+        handlers.register(AskerMayNotCome, self.drop_if_not_come)
 
     async def _make_lobby(self, call_sign: CallSign) -> RoomId:
         name, topic = await self._lobby_text(call_sign)
@@ -520,6 +527,18 @@ class CallSignService:
             log.warning("could not invite %s to %s: %s", asker, room, e)
             return False
         return True
+
+    async def drop_if_not_come(self, event: AskerMayNotCome, attempt: Attempt) -> None:
+        """The asker had ``join_within`` seconds to join their room: one who has not (they
+        ignored the invite, or their server is gone) loses the conversation."""
+        conversation = await self._store.get_conversation(event.conversation_id)
+        if conversation is None or not conversation.status.is_open or conversation.asker is None:
+            return
+        if conversation.room_id is not None:
+            if await self._gateway.membership(conversation.room_id, conversation.asker) == "join":
+                return
+        log.info("conversation %s: %s never joined", conversation.id, conversation.asker)
+        await self._queue.end(conversation.id, Sender.VISITOR, NEVER_CAME)
 
     async def refuse(self, event: AskRefused, attempt: Attempt) -> None:
         if event.via == Via.KNOCK:

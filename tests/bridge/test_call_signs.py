@@ -10,7 +10,15 @@ from bridge import callsigns as rules
 from bridge.callsigns import CallSign, Via
 from bridge.errors import InvalidInput, NotAllowed, NotFound
 from bridge.groups import Role
-from bridge.model import Advisor, AdvisorMxid, Conversation, ConversationStatus, Presence, RoomId
+from bridge.model import (
+    Advisor,
+    AdvisorMxid,
+    Conversation,
+    ConversationStatus,
+    Presence,
+    RoomId,
+    Sender,
+)
 from bridge.services.callsigns import CallSignSettings
 from bridge.services.groups import parse_role
 
@@ -386,3 +394,27 @@ async def test_a_flood_of_asks_adds_one_answer_while_one_is_pending(desk: Desk) 
     assert desk.store.outbox.kinds().count("AskerAnswered") == 1
     await desk.settle()
     assert len(desk.gateway.of("call-sign-says")) == 2  # the first answer, and one more
+
+
+async def test_an_asker_who_never_joins_their_room_loses_it_after_abandon_after(
+    desk: Desk,
+) -> None:
+    """They ignored the invite, or their server is gone: the conversation would hold an
+    advisor's offers and a place under their server's cap for nobody."""
+    await desk.advisor(ANA)
+    await with_call_sign(desk)
+    await desk.core.call_signs.ask("billing-es", FAR, None, Via.DIRECT, RoomId("!dm:x"))
+    await desk.core.call_signs.ask("billing-es", LOBBY_KNOCKER, None, Via.DIRECT, RoomId("!dm:y"))
+    await desk.settle()
+    joined, absent = sorted(await desk.store.open_conversations(), key=lambda c: c.asker != FAR)
+    assert joined.room_id is not None
+    desk.gateway.memberships[(joined.room_id, FAR)] = "join"
+    desk.clock.advance(299)
+    await desk.settle()
+    assert len(await desk.store.open_conversations()) == 2
+    desk.clock.advance(2)
+    await desk.settle()
+    [left] = await desk.store.open_conversations()
+    assert left.id == joined.id
+    ended = await desk.conv(absent.id)
+    assert ended.status is ConversationStatus.ENDED and ended.ended_by is Sender.VISITOR
