@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mautrix.util.async_db import Database
+from mautrix.util.async_db import Database, UpgradeTable
+from yarl import URL
 
 from . import migrate
+from .resilient import ResilientPostgres
 from .store import SqlStore
 from .txnlog import AppserviceLog
 from .url import DatabaseUrl, parse_database_url
@@ -42,6 +44,16 @@ def create_database(
     The stores can be built on it at once (start-up listens before the database answers)."""
     db_url = parse_database_url(url)
     args = {**db_url.mautrix_db_args(), **(db_args or {})}
+    if db_url.dialect == "postgres":
+        # what Database.create would build, with asyncpg's corrupted connections handled
+        return ResilientPostgres(
+            URL(db_url.mautrix_url),
+            db_args=args,
+            upgrade_table=UpgradeTable(),
+            log=logger,
+            owner_name=None,
+            ignore_foreign_tables=True,
+        )
     return Database.create(db_url.mautrix_url, db_args=args, log=logger)
 
 
