@@ -8,41 +8,28 @@ from __future__ import annotations
 import pytest
 
 from appservice.call_signs import CallSignQueries
-from appservice.commands import CommandRegistry
 from appservice.commands import call_signs as call_sign_commands
-from appservice.commands import desk as desk_commands
 from appservice.commands import directory as directory_commands
 from appservice.commands import groups as group_commands
 from appservice.config import load
 from appservice.config.model import EXAMPLE_CONFIG
 from appservice.events import MatrixEventHandler
-from bridge.desk import DeskSettings, build_desk
-from bridge.model import Presence, RoomId, RoutingSettings
+from bridge.model import Presence, RoomId
 from bridge.services.directory import DirectoryService
-from tests.appservice.test_commands import ADMIN, ANA, Bot
-from tests.fakes import FakeClock, FakeMatrixGateway, FakeVisitorChannel, MemoryStore
+from tests.appservice.test_commands import ADMIN, ANA, Bot, make_bot
 
 KIM = "@kim:elsewhere"
 
 
 @pytest.fixture
 async def bot() -> Bot:
-    store, gateway, clock = MemoryStore(), FakeMatrixGateway(), FakeClock()
-    core = build_desk(
-        store,
-        gateway,
-        FakeVisitorChannel(),
-        clock,
-        DeskSettings({"general": "General"}, RoutingSettings(3, 60.0)),
-    )
-    registry = CommandRegistry()
-    desk_commands.register(registry, core, default_capacity=3)
-    group_commands.register(registry, core.groups)
-    call_sign_commands.register(registry, core.call_signs, gateway)
+    bot = make_bot()
+    core = bot.core
+    group_commands.register(bot.registry, core.groups)
+    call_sign_commands.register(bot.registry, core.call_signs, bot.gateway)
     directory_commands.register(
-        registry, core.space_repair, DirectoryService(store, core.topics, core.call_signs)
+        bot.registry, core.space_repair, DirectoryService(bot.store, core.topics, core.call_signs)
     )
-    bot = Bot(store, gateway, clock, core, registry)
     await bot.say(ADMIN, f"!advisor add {ANA}")
     await bot.say(ADMIN, "!group create support")
     await bot.say(ADMIN, "!group create support/billing Facturación")

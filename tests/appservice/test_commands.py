@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,20 +54,27 @@ class Bot:
         return await self.store.get_conversation(conversation.id)
 
 
-@pytest.fixture
-async def bot() -> Bot:
+def make_bot(topics: Mapping[str, str] | None = None) -> Bot:
+    """The core on the recording fakes, with the advisors' and admins' desk commands; a test
+    module registers the commands it tests besides on ``bot.registry``."""
     store, gateway, clock = MemoryStore(), FakeMatrixGateway(), FakeClock()
     core = build_desk(
         store,
         gateway,
         FakeVisitorChannel(),
         clock,
-        DeskSettings({"general": "General"}, RoutingSettings(3, 60.0)),
+        DeskSettings(topics or {"general": "General"}, RoutingSettings(3, 60.0)),
     )
     registry = CommandRegistry()
     desk_commands.register(registry, core, default_capacity=3)
-    outbox_commands.register(registry, store.outbox, clock, core.outbox.wake)
     return Bot(store, gateway, clock, core, registry)
+
+
+@pytest.fixture
+async def bot() -> Bot:
+    bot = make_bot()
+    outbox_commands.register(bot.registry, bot.store.outbox, bot.clock, bot.core.outbox.wake)
+    return bot
 
 
 async def test_help_lists_what_each_role_may_use(bot: Bot) -> None:

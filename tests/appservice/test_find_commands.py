@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from appservice.commands import CommandRegistry
-from appservice.commands import desk as desk_commands
 from appservice.commands import directory as directory_commands
 from appservice.commands import groups as group_commands
-from bridge.desk import DeskSettings, build_desk
-from bridge.model import Presence, RoutingSettings
+from bridge.model import Presence
 from bridge.services.directory import DirectoryService
-from tests.appservice.test_commands import ADMIN, ANA, Bot
-from tests.fakes import FakeClock, FakeMatrixGateway, FakeVisitorChannel, MemoryStore
+from tests.appservice.test_commands import ADMIN, ANA, Bot, make_bot
 
 BEA = "@bea:test"
 CARLOS = "@carlos:test"
@@ -22,19 +18,12 @@ CARLOS = "@carlos:test"
 
 @pytest.fixture
 async def bot() -> Bot:
-    store, gateway, clock = MemoryStore(), FakeMatrixGateway(), FakeClock()
-    core = build_desk(
-        store,
-        gateway,
-        FakeVisitorChannel(),
-        clock,
-        DeskSettings({"general": "General", "billing": "Billing"}, RoutingSettings(3, 60.0)),
+    bot = make_bot({"general": "General", "billing": "Billing"})
+    core = bot.core
+    group_commands.register(bot.registry, core.groups)
+    directory_commands.register(
+        bot.registry, core.space_repair, DirectoryService(bot.store, core.topics)
     )
-    registry = CommandRegistry()
-    desk_commands.register(registry, core, default_capacity=3)
-    group_commands.register(registry, core.groups)
-    directory_commands.register(registry, core.space_repair, DirectoryService(store, core.topics))
-    bot = Bot(store, gateway, clock, core, registry)
     for advisor in (ANA, BEA, CARLOS):
         await bot.say(ADMIN, f"!advisor add {advisor}")
     await bot.say(ADMIN, "!group create support")

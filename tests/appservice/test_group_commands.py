@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from appservice.commands import CommandRegistry
-from appservice.commands import desk as desk_commands
 from appservice.commands import groups as group_commands
-from bridge.desk import DeskSettings, build_desk
-from bridge.model import AdvisorMxid, RoutingSettings
-from tests.appservice.test_commands import ADMIN, ANA, Bot
-from tests.fakes import FakeClock, FakeMatrixGateway, FakeVisitorChannel, MemoryStore
+from bridge.model import AdvisorMxid
+from tests.appservice.test_commands import ADMIN, ANA, Bot, make_bot
 
 
 @pytest.fixture
 async def bot() -> Bot:
-    store, gateway, clock = MemoryStore(), FakeMatrixGateway(), FakeClock()
-    core = build_desk(
-        store,
-        gateway,
-        FakeVisitorChannel(),
-        clock,
-        DeskSettings({"general": "General"}, RoutingSettings(3, 60.0)),
-    )
-    registry = CommandRegistry()
-    desk_commands.register(registry, core, default_capacity=3)
-    group_commands.register(registry, core.groups)
-    return Bot(store, gateway, clock, core, registry)
+    bot = make_bot()
+    group_commands.register(bot.registry, bot.core.groups)
+    return bot
 
 
 async def test_an_admin_builds_the_tree_and_lists_it(bot: Bot) -> None:
