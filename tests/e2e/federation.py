@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -18,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from appservice.config import generate
 from appservice.local_homeserver import LocalHomeserver
-from tests.desks import Homeserver, free_port
+from tests.desks import DeskFactory, Homeserver, free_port
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -118,6 +119,17 @@ class Federation:
     def __init__(self, desk_side: Homeserver, other: FederatingHomeserver) -> None:
         self.desk_side = desk_side
         self.other = other
+
+
+@pytest.fixture(name="desks", params=["sqlite", "postgres"])
+async def federated_desks(
+    request: pytest.FixtureRequest, federation: Federation, tmp_path: Path
+) -> AsyncIterator[DeskFactory]:
+    """Desks on the federation's desk-side homeserver, on SQLite then PostgreSQL: a test
+    module imports it to have its ``desks`` there."""
+    factory = DeskFactory(federation.desk_side, request.param, tmp_path)
+    yield factory
+    await factory.stop_all()
 
 
 def start_federation(root: Path) -> Iterator[Federation]:

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge.model import Presence
 from harness.advisor import AdvisorClient
-from tests.desks import PASSWORD, DeskFactory
-from tests.e2e.federation import Federation, invite_stored_by_the_desks_server
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def desks(
-    request: pytest.FixtureRequest, federation: Federation, tmp_path: Path
-) -> AsyncIterator[DeskFactory]:
-    factory = DeskFactory(federation.desk_side, request.param, tmp_path)
-    yield factory
-    await factory.stop_all()
+from tests.desks import PASSWORD
+from tests.e2e.federation import (
+    Federation,
+    federated_desks,  # noqa: F401 (this module's desks)
+    invite_stored_by_the_desks_server,
+)
 
 
 @pytest.fixture
