@@ -19,12 +19,11 @@ from dataclasses import dataclass, replace
 
 from . import keywords
 from .errors import InvalidInput
-from .groups import GroupId
+from .groups import MAX_SLUG, SLUG, GroupId
 from .model import Advisor, AdvisorMxid, Conversation, Presence, RoomId
 
-MAX_SIGN = 32
+MAX_SIGN = MAX_SLUG
 MAX_KEYWORDS = 300
-_SIGN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 
 
 class Via:
@@ -65,7 +64,7 @@ def check_sign(text: str) -> str:
         raise InvalidInput("Name the call sign, like billing-es.")
     if len(sign) > MAX_SIGN:
         raise InvalidInput(f"{sign!r} is too long: a call sign has at most {MAX_SIGN} characters.")
-    if not _SIGN.fullmatch(sign):
+    if not SLUG.fullmatch(sign):
         raise InvalidInput(
             f"{sign!r} cannot be a call sign: it becomes a Matrix address, so use lower-case "
             f"letters a-z, digits and '-' (not first or last), e.g. {suggest_sign(sign)!r}."
@@ -75,7 +74,7 @@ def check_sign(text: str) -> str:
 
 def is_sign(text: str) -> bool:
     """Whether ``text`` is a well-formed call sign (as an alias or a user id carries it)."""
-    return len(text) <= MAX_SIGN and _SIGN.fullmatch(text) is not None
+    return len(text) <= MAX_SIGN and SLUG.fullmatch(text) is not None
 
 
 def suggest_sign(text: str) -> str:

@@ -27,7 +27,8 @@ ROOT_ID = GroupId("root")  # made by migration 0006
 ROOT_PATH = "/"
 MAX_SLUG = 32
 MAX_NAME = 100
-_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+#: a group path segment, and a call sign: both may become parts of Matrix addresses
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 
 
 class Role(str, enum.Enum):
@@ -74,7 +75,7 @@ def check_slug(slug: str) -> str:
         raise InvalidInput("A group path has an empty part; write it like support/billing.")
     if len(slug) > MAX_SLUG:
         raise InvalidInput(f"{slug!r} is too long: at most {MAX_SLUG} characters per part.")
-    if not _SLUG.fullmatch(slug):
+    if not SLUG.fullmatch(slug):
         raise InvalidInput(
             f"{slug!r} is not allowed in a group path: use lower-case letters a-z, digits and "
             f"'-' (not first or last), e.g. {suggest_slug(slug)!r}."
